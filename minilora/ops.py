@@ -1,0 +1,408 @@
+"""Differentiable operations on Tensors, each forward written beside its backward.
+
+Every op follows one shape::
+
+    def op(a, b):
+        out = <forward on a.data, b.data>
+        def backward(g):                 # g = dLoss/dout, same shape as out
+            return (<dLoss/da or None>, <dLoss/db or None>)
+        return make_result(out, (a, b), backward, "op")
+
+A backward returns ``None`` for an input that does not require a gradient, and
+skips the work of computing it: that is how a frozen weight costs nothing.
+Gradients of broadcast inputs are summed back to the input's shape by one
+helper, ``unbroadcast``. The fused neural-network ops (softmax, cross-entropy,
+layer norm, GELU, ...) live in ``functional.py`` and follow the same shape.
+"""
+
+from __future__ import annotations
+
+import builtins
+
+import numpy as np
+
+from minilora import backend
+from minilora.tensor import Tensor, make_result
+
+# ---- helpers shared by every op ----------------------------------------------
+
+
+def as_tensor(x, like: Tensor) -> Tensor:
+    """A constant (number, list, array) as a Tensor with ``like``'s dtype and device."""
+    if isinstance(x, Tensor):
+        return x
+    xp = backend.get_array_module(like.data)
+    return Tensor(xp.asarray(x, dtype=like.dtype))
+
+
+def operands(a, b, op: str) -> tuple[Tensor, Tensor]:
+    """Two inputs of a binary op as Tensors on one device with one floating dtype."""
+    if not isinstance(a, Tensor):
+        a = as_tensor(a, b)
+    if not isinstance(b, Tensor):
+        b = as_tensor(b, a)
+    if a.device != b.device:
+        raise RuntimeError(
+            f"{op}: inputs are on different devices ({a.device} and {b.device}); "
+            "move one with .to(device)"
+        )
+    if a.dtype != b.dtype and a.dtype.kind == "f" and b.dtype.kind == "f":
+        raise TypeError(
+            f"{op}: inputs have different dtypes ({a.dtype} and {b.dtype}); "
+            "convert one explicitly so that float32 is never promoted by accident"
+        )
+    return a, b
+
+
+def broadcast_shape(op: str, *shapes) -> tuple:
+    try:
+        return np.broadcast_shapes(*shapes)
+    except ValueError:
+        raise ValueError(
+            f"{op}: shapes {' and '.join(map(str, shapes))} do not broadcast "
+            "(trailing dimensions must be equal or 1)"
+        ) from None
+
+
+def unbroadcast(grad, shape: tuple):
+    """Sum ``grad`` over the axes that broadcasting added or stretched, to get ``shape``.
+
+    Broadcasting copies an input along new leading axes and along its size-1
+    axes; the chain rule adds up the gradient of every copy.
+    """
+    if grad.shape == shape:
+        return grad
+    lead = grad.ndim - len(shape)
+    stretched = tuple(lead + i for i, n in enumerate(shape) if n == 1 and grad.shape[lead + i] != 1)
+    return grad.sum(axis=tuple(range(lead)) + stretched, keepdims=True).reshape(shape)
+
+
+def mm(x, y):
+    """Every matrix product of the engine goes through here (tests count the calls)."""
+    return x @ y
+
+
+def _axes(axis, ndim: int, op: str) -> tuple:
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    for ax in axes:
+        if not -ndim <= ax < builtins.max(ndim, 1):
+            raise ValueError(f"{op}: axis {ax} is out of range for a tensor with {ndim} dims")
+    return tuple(sorted(ax % builtins.max(ndim, 1) for ax in axes))
+
+
+# ---- elementwise arithmetic --------------------------------------------------
+
+
+def add(a, b) -> Tensor:
+    a, b = operands(a, b, "add")
+    out = a.data + b.data if a.shape == b.shape else _broadcast_apply("add", a, b, np.add)
+
+    def backward(g):
+        return (
+            unbroadcast(g, a.shape) if a.requires_grad else None,
+            unbroadcast(g, b.shape) if b.requires_grad else None,
+        )
+
+    return make_result(out, (a, b), backward, "add")
+
+
+def sub(a, b) -> Tensor:
+    a, b = operands(a, b, "sub")
+    out = a.data - b.data if a.shape == b.shape else _broadcast_apply("sub", a, b, np.subtract)
+
+    def backward(g):
+        return (
+            unbroadcast(g, a.shape) if a.requires_grad else None,
+            unbroadcast(-g, b.shape) if b.requires_grad else None,
+        )
+
+    return make_result(out, (a, b), backward, "sub")
+
+
+def mul(a, b) -> Tensor:
+    a, b = operands(a, b, "mul")
+    out = a.data * b.data if a.shape == b.shape else _broadcast_apply("mul", a, b, np.multiply)
+
+    def backward(g):
+        return (
+            unbroadcast(g * b.data, a.shape) if a.requires_grad else None,
+            unbroadcast(g * a.data, b.shape) if b.requires_grad else None,
+        )
+
+    return make_result(out, (a, b), backward, "mul")
+
+
+def div(a, b) -> Tensor:
+    a, b = operands(a, b, "div")
+    out = a.data / b.data if a.shape == b.shape else _broadcast_apply("div", a, b, np.divide)
+
+    def backward(g):  # d(a/b)/da = 1/b, d(a/b)/db = -a/b^2 = -out/b
+        g_over_b = g / b.data
+        return (
+            unbroadcast(g_over_b, a.shape) if a.requires_grad else None,
+            unbroadcast(-g_over_b * out, b.shape) if b.requires_grad else None,
+        )
+
+    return make_result(out, (a, b), backward, "div")
+
+
+def _broadcast_apply(op, a, b, ufunc):
+    broadcast_shape(op, a.shape, b.shape)  # a clear error before numpy's
+    return ufunc(a.data, b.data)
+
+
+def neg(a: Tensor) -> Tensor:
+    return make_result(-a.data, (a,), lambda g: (-g,), "neg")
+
+
+def pow(a: Tensor, exponent: float) -> Tensor:
+    """a ** exponent for a constant (Python number) exponent."""
+    if isinstance(exponent, Tensor) or not np.isscalar(exponent):
+        raise TypeError(f"pow: exponent must be a number, got {type(exponent).__name__}")
+    out = a.data**exponent
+    return make_result(out, (a,), lambda g: (g * exponent * a.data ** (exponent - 1),), "pow")
+
+
+def exp(a: Tensor) -> Tensor:
+    out = backend.get_array_module(a.data).exp(a.data)
+    return make_result(out, (a,), lambda g: (g * out,), "exp")
+
+
+def log(a: Tensor) -> Tensor:
+    out = backend.get_array_module(a.data).log(a.data)
+    return make_result(out, (a,), lambda g: (g / a.data,), "log")
+
+
+def sqrt(a: Tensor) -> Tensor:
+    out = backend.get_array_module(a.data).sqrt(a.data)
+    return make_result(out, (a,), lambda g: (g * 0.5 / out,), "sqrt")
+
+
+def tanh(a: Tensor) -> Tensor:
+    out = backend.get_array_module(a.data).tanh(a.data)
+    return make_result(out, (a,), lambda g: (g * (1 - out * out),), "tanh")
+
+
+def relu(a: Tensor) -> Tensor:
+    positive = a.data > 0
+    return make_result(a.data * positive, (a,), lambda g: (g * positive,), "relu")
+
+
+# ---- matrix product ----------------------------------------------------------
+
+
+def matmul(a, b) -> Tensor:
+    """a @ b for 2-D or batched inputs; batch dimensions broadcast.
+
+    With G = dL/d(out): dL/da = G @ b^T and dL/db = a^T @ G (summed over
+    broadcast batch dimensions). Only the products for inputs that require a
+    gradient are computed.
+    """
+    a, b = operands(a, b, "matmul")
+    if a.ndim < 2 or b.ndim < 2:
+        raise ValueError(f"matmul: inputs must be at least 2-D, got shapes {a.shape} and {b.shape}")
+    if a.shape[-1] != b.shape[-2]:
+        raise ValueError(
+            f"matmul: inner dimensions differ: {a.shape} @ {b.shape} "
+            f"(a's last dim {a.shape[-1]} must equal b's second-to-last {b.shape[-2]})"
+        )
+    broadcast_shape("matmul (batch dimensions)", a.shape[:-2], b.shape[:-2])
+    out = mm(a.data, b.data)
+
+    def backward(g):
+        ga = gb = None
+        if a.requires_grad:
+            ga = unbroadcast(mm(g, b.data.swapaxes(-1, -2)), a.shape)
+        if b.requires_grad:
+            if b.ndim == 2:  # fold a's batch dims into rows: one 2-D product, no big temporary
+                k, m = b.shape
+                gb = mm(a.data.reshape(-1, k).T, g.reshape(-1, m))
+            else:
+                gb = unbroadcast(mm(a.data.swapaxes(-1, -2), g), b.shape)
+        return ga, gb
+
+    return make_result(out, (a, b), backward, "matmul")
+
+
+# ---- reductions ------------------------------------------------------------
+
+
+def sum(a: Tensor, axis=None, keepdims: bool = False) -> Tensor:
+    axes = _axes(axis, a.ndim, "sum")
+    out = a.data.sum(axis=axes, keepdims=keepdims)
+    kept = tuple(1 if i in axes else n for i, n in enumerate(a.shape))
+
+    def backward(g):  # every summed element receives the output's gradient
+        xp = backend.get_array_module(g)
+        return (xp.broadcast_to(g.reshape(kept), a.shape),)
+
+    return make_result(out, (a,), backward, "sum")
+
+
+def mean(a: Tensor, axis=None, keepdims: bool = False) -> Tensor:
+    axes = _axes(axis, a.ndim, "mean")
+    count = int(np.prod([a.shape[i] for i in axes]))
+    return mul(sum(a, axes, keepdims), 1.0 / builtins.max(count, 1))
+
+
+def max(a: Tensor, axis=None, keepdims: bool = False) -> Tensor:
+    """Maximum over axes; the gradient is shared equally among tied maxima."""
+    axes = _axes(axis, a.ndim, "max")
+    if a.size == 0:
+        raise ValueError(f"max: the input of shape {a.shape} is empty")
+    kept_values = a.data.max(axis=axes, keepdims=True)
+    out = kept_values if keepdims else kept_values.reshape(
+        tuple(n for i, n in enumerate(a.shape) if i not in axes)
+    )
+
+    def backward(g):
+        winners = a.data == kept_values
+        share = winners / winners.sum(axis=axes, keepdims=True)
+        return (share * g.reshape(kept_values.shape),)
+
+    return make_result(out, (a,), backward, "max")
+
+
+# ---- shapes ------------------------------------------------------------------
+
+
+def reshape(a: Tensor, shape) -> Tensor:
+    shape = (shape,) if isinstance(shape, int) else tuple(shape)
+    try:
+        out = a.data.reshape(shape)
+    except ValueError:
+        raise ValueError(
+            f"reshape: cannot reshape {a.shape} ({a.size} elements) into {shape}"
+        ) from None
+    return make_result(out, (a,), lambda g: (g.reshape(a.shape),), "reshape")
+
+
+def transpose(a: Tensor, axis1: int = -2, axis2: int = -1) -> Tensor:
+    out = a.data.swapaxes(axis1, axis2)
+    return make_result(out, (a,), lambda g: (g.swapaxes(axis1, axis2),), "transpose")
+
+
+def permute(a: Tensor, axes) -> Tensor:
+    axes = tuple(axes)
+    if sorted(ax % builtins.max(a.ndim, 1) for ax in axes) != list(range(a.ndim)):
+        raise ValueError(f"permute: axes {axes} are not a permutation of {a.ndim} dims")
+    inverse = tuple(np.argsort([ax % a.ndim for ax in axes]))
+    out = a.data.transpose(axes)
+    return make_result(out, (a,), lambda g: (g.transpose(inverse),), "permute")
+
+
+def _plain_index(index):
+    """Tensors inside an index become their arrays."""
+    if isinstance(index, tuple):
+        return tuple(i.data if isinstance(i, Tensor) else i for i in index)
+    return index.data if isinstance(index, Tensor) else index
+
+
+def _is_advanced(index) -> bool:
+    items = index if isinstance(index, tuple) else (index,)
+    return any(not isinstance(i, (int, slice, type(None), type(Ellipsis))) for i in items)
+
+
+def getitem(a: Tensor, index) -> Tensor:
+    """a[index] for integers, slices and integer arrays; repeated indices add up."""
+    index = _plain_index(index)
+    out = a.data[index]
+
+    def backward(g):
+        xp = backend.get_array_module(g)
+        grad = xp.zeros_like(a.data)
+        if _is_advanced(index):  # an element picked twice gets both gradients
+            backend.scatter_add(grad, index, g)
+        else:
+            grad[index] = g
+        return (grad,)
+
+    return make_result(out, (a,), backward, "getitem")
+
+
+def concat(tensors, axis: int = 0) -> Tensor:
+    tensors = tuple(tensors)
+    xp = backend.get_array_module(tensors[0].data)
+    try:
+        out = xp.concatenate([t.data for t in tensors], axis=axis)
+    except ValueError as err:
+        raise ValueError(f"concat: shapes {[t.shape for t in tensors]} along axis {axis}: {err}")
+    ends = np.cumsum([t.shape[axis] for t in tensors])[:-1].tolist()
+
+    def backward(g):
+        return tuple(xp.split(g, ends, axis=axis))
+
+    return make_result(out, tensors, backward, "concat")
+
+
+def stack(tensors, axis: int = 0) -> Tensor:
+    tensors = tuple(tensors)
+    shapes = {t.shape for t in tensors}
+    if len(shapes) != 1:
+        raise ValueError(f"stack: all inputs need one shape, got {[t.shape for t in tensors]}")
+    xp = backend.get_array_module(tensors[0].data)
+    out = xp.stack([t.data for t in tensors], axis=axis)
+
+    def backward(g):
+        return tuple(xp.take(g, i, axis=axis) for i in range(len(tensors)))
+
+    return make_result(out, tensors, backward, "stack")
+
+
+def split(a: Tensor, sizes, axis: int = -1) -> list[Tensor]:
+    """Cut ``a`` along ``axis`` into pieces of the given sizes (or N equal pieces)."""
+    length = a.shape[axis]
+    if isinstance(sizes, int):
+        if sizes <= 0 or length % sizes:
+            raise ValueError(f"split: cannot cut length {length} into {sizes} equal pieces")
+        sizes = [length // sizes] * sizes
+    if builtins.sum(sizes) != length:
+        raise ValueError(f"split: sizes {list(sizes)} add up to {builtins.sum(sizes)}, not {length}")
+    starts = np.cumsum([0, *sizes]).tolist()
+    lead = (slice(None),) * (axis % a.ndim)
+    return [getitem(a, (*lead, slice(s, e))) for s, e in zip(starts[:-1], starts[1:])]
+
+
+# ---- selection ---------------------------------------------------------------
+
+
+def where(condition, a, b) -> Tensor:
+    """Elementwise ``a`` where ``condition`` holds, else ``b`` (all three broadcast)."""
+    a, b = operands(a, b, "where")
+    cond = condition.data if isinstance(condition, Tensor) else condition
+    broadcast_shape("where", cond.shape, a.shape, b.shape)
+    xp = backend.get_array_module(a.data)
+    out = xp.where(cond, a.data, b.data)
+
+    def backward(g):
+        zero = xp.zeros((), dtype=g.dtype)
+        return (
+            unbroadcast(xp.where(cond, g, zero), a.shape) if a.requires_grad else None,
+            unbroadcast(xp.where(cond, zero, g), b.shape) if b.requires_grad else None,
+        )
+
+    return make_result(out, (a, b), backward, "where")
+
+
+def masked_fill(a: Tensor, mask, value: float) -> Tensor:
+    """``a`` with ``value`` wherever ``mask`` is True (mask broadcasts to a's shape)."""
+    mask = mask.data if isinstance(mask, Tensor) else mask
+    if broadcast_shape("masked_fill", mask.shape, a.shape) != a.shape:
+        raise ValueError(f"masked_fill: mask of shape {mask.shape} is larger than input {a.shape}")
+    xp = backend.get_array_module(a.data)
+    out = xp.where(mask, xp.asarray(value, dtype=a.dtype), a.data)
+    return make_result(out, (a,), lambda g: (xp.where(mask, 0, g).astype(g.dtype),), "masked_fill")
+
+
+# ---- devices -----------------------------------------------------------------
+
+
+def to_device(a: Tensor, device: str) -> Tensor:
+    """``a`` moved to ``device``; its gradient moves back to a's device."""
+    if a.device == backend.check_device(device):
+        return a
+    source = a.device
+    out = backend.to_device(a.data, device)
+    return make_result(out, (a,), lambda g: (backend.to_device(g, source),), "to_device")

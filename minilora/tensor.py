@@ -1,0 +1,325 @@
+"""The Tensor, the graph it records, and reverse-mode differentiation.
+
+A ``Tensor`` wraps one array (NumPy or CuPy) and, when it was made by an op
+from inputs that need gradients, remembers those inputs (``_parents``) and a
+function that maps the output's gradient to theirs (``_backward``). That is the
+whole graph. ``backward()`` visits it in reverse topological order and applies
+the chain rule node by node.
+
+Gradient semantics, fixed and documented:
+
+* Only leaves (tensors made by the user, e.g. parameters) keep ``.grad``.
+  Gradients *accumulate* into ``.grad`` across ``backward()`` calls, as in
+  PyTorch; call ``zero_grad`` (or set ``.grad = None``) between steps.
+* The graph is freed after ``backward()`` unless ``retain_graph=True``; a
+  second backward through a freed graph is an error, never a silent zero.
+* Inside ``with no_grad():`` no graph is recorded at all.
+* An op computes the gradient of an input only if that input requires one: a
+  frozen weight costs no weight-gradient matmul (the source of LoRA's savings).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from minilora import backend
+
+_grad_enabled = True
+
+
+class no_grad:
+    """Context manager (and decorator) inside which ops record no graph."""
+
+    def __enter__(self):
+        global _grad_enabled
+        self._previous, _grad_enabled = _grad_enabled, False
+
+    def __exit__(self, *exc):
+        global _grad_enabled
+        _grad_enabled = self._previous
+
+    def __call__(self, fn):
+        def wrapped(*args, **kwargs):
+            with no_grad():
+                return fn(*args, **kwargs)
+
+        wrapped.__name__, wrapped.__doc__ = fn.__name__, fn.__doc__
+        return wrapped
+
+
+def is_grad_enabled() -> bool:
+    return _grad_enabled
+
+
+class Tensor:
+    """An n-dimensional array that can remember how it was computed.
+
+    Args:
+        data: an array, a nested list or a number.
+        requires_grad: whether ``backward`` should compute ``.grad`` for it
+            (floating dtypes only).
+        dtype: numpy dtype; Python numbers and lists default to float32,
+            arrays keep their own dtype.
+        device: "cpu" or "cuda" (default: ``MINILORA_DEVICE`` or "cpu").
+    """
+
+    __slots__ = ("data", "grad", "requires_grad", "_backward", "_parents", "op", "__weakref__")
+    __array_priority__ = 1000  # numpy_scalar * tensor calls Tensor.__rmul__
+
+    def __init__(self, data, requires_grad=False, dtype=None, device=None):
+        if isinstance(data, Tensor):
+            data = data.data
+        if isinstance(data, np.ndarray) or backend.get_array_module_or_none(data) is not None:
+            array = data if dtype is None else data.astype(dtype, copy=False)
+            if device is not None:
+                array = backend.to_device(array, device)
+        else:  # Python numbers, lists
+            if dtype is None:
+                probe = np.asarray(data)
+                dtype = np.float32 if probe.dtype.kind == "f" else probe.dtype
+            array = backend.array_module(backend.check_device(device)).asarray(data, dtype=dtype)
+        self.data = array
+        self.grad = None
+        self._backward = None
+        self._parents = ()
+        self.op = None
+        self.requires_grad = False
+        if requires_grad:
+            self.requires_grad_(True)
+
+    # ---- what it is ---------------------------------------------------------
+    @property
+    def shape(self):
+        return self.data.shape
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def ndim(self):
+        return self.data.ndim
+
+    @property
+    def size(self):
+        return self.data.size
+
+    @property
+    def device(self) -> str:
+        return backend.device_of(self.data)
+
+    @property
+    def is_leaf(self) -> bool:
+        return self.op is None
+
+    def __len__(self):
+        return len(self.data)
+
+    def __repr__(self):
+        grad = ", requires_grad=True" if self.requires_grad else ""
+        where = "" if self.device == "cpu" else f", device='{self.device}'"
+        body = np.array2string(self.numpy(), precision=4, separator=", ", threshold=20)
+        return f"Tensor({body}, dtype={self.dtype}{where}{grad})"
+
+    def requires_grad_(self, flag: bool = True) -> Tensor:
+        """Mark this leaf as needing (or not needing) a gradient."""
+        if flag and self.dtype.kind != "f":
+            raise TypeError(
+                f"requires_grad=True needs a floating-point tensor, got dtype {self.dtype}; "
+                "gradients of integers are not defined"
+            )
+        self.requires_grad = bool(flag)
+        return self
+
+    # ---- leaving the graph ---------------------------------------------------
+    def detach(self) -> Tensor:
+        """The same data as a new leaf that does not require grad."""
+        return Tensor(self.data)
+
+    def item(self) -> float:
+        """The value of a one-element tensor as a Python number."""
+        if self.data.size != 1:
+            raise ValueError(f"item() needs a tensor with one element, got shape {self.shape}")
+        return self.data.reshape(()).item()
+
+    def numpy(self) -> np.ndarray:
+        """The data as a NumPy array (copied from the GPU if needed)."""
+        return backend.to_numpy(self.data)
+
+    def to(self, device: str) -> Tensor:
+        """This tensor on ``device``; differentiable (the gradient moves back)."""
+        from minilora.ops import to_device
+
+        return to_device(self, device)
+
+    # ---- reverse mode ----------------------------------------------------------
+    def backward(self, grad=None, retain_graph: bool = False) -> None:
+        """Accumulate d(self)/d(leaf) * grad into ``.grad`` of every leaf that requires it.
+
+        Args:
+            grad: the gradient of some scalar with respect to ``self``; may be
+                omitted only when ``self`` has one element (it is then 1).
+            retain_graph: keep the graph so that backward can be called again.
+        """
+        if not self.requires_grad:
+            raise RuntimeError(
+                "backward() called on a tensor that does not require grad: none of its inputs "
+                "has requires_grad=True (or it was computed inside no_grad())"
+            )
+        xp = backend.get_array_module(self.data)
+        if grad is None:
+            if self.data.size != 1:
+                raise RuntimeError(
+                    f"backward() on a non-scalar tensor of shape {self.shape} needs grad=, "
+                    "the gradient of the final scalar with respect to this tensor"
+                )
+            grad = xp.ones_like(self.data)
+        else:
+            grad = grad.data if isinstance(grad, Tensor) else grad
+            grad = xp.asarray(grad, dtype=self.dtype)
+            if grad.shape != self.shape:
+                raise ValueError(
+                    f"backward(grad=...): grad has shape {grad.shape}, expected {self.shape}"
+                )
+        pending = {id(self): grad}  # gradients flowing into nodes not yet visited
+        for node in reversed(_topological_order(self)):
+            g = pending.pop(id(node), None)
+            if g is None:
+                continue
+            if node.op is None:  # a leaf: accumulate (the engine owns this buffer)
+                if node.grad is None:
+                    node.grad = g.copy()
+                else:
+                    node.grad += g
+                continue
+            if node._backward is None:
+                raise RuntimeError(
+                    f"backward() through '{node.op}' a second time: the graph was freed by the "
+                    "first backward(). Pass retain_graph=True to the first call."
+                )
+            for parent, parent_grad in zip(node._parents, node._backward(g)):
+                if parent_grad is None or not parent.requires_grad:
+                    continue
+                key = id(parent)
+                pending[key] = parent_grad if key not in pending else pending[key] + parent_grad
+            if not retain_graph:
+                node._backward, node._parents = None, ()
+
+    # ---- operators (defined in ops.py; bound here so that a + b reads naturally) ----
+    def __add__(self, other):
+        return ops.add(self, other)
+
+    def __radd__(self, other):
+        return ops.add(other, self)
+
+    def __sub__(self, other):
+        return ops.sub(self, other)
+
+    def __rsub__(self, other):
+        return ops.sub(other, self)
+
+    def __mul__(self, other):
+        return ops.mul(self, other)
+
+    def __rmul__(self, other):
+        return ops.mul(other, self)
+
+    def __truediv__(self, other):
+        return ops.div(self, other)
+
+    def __rtruediv__(self, other):
+        return ops.div(other, self)
+
+    def __neg__(self):
+        return ops.neg(self)
+
+    def __pow__(self, exponent):
+        return ops.pow(self, exponent)
+
+    def __matmul__(self, other):
+        return ops.matmul(self, other)
+
+    def __rmatmul__(self, other):
+        return ops.matmul(other, self)
+
+    def __getitem__(self, index):
+        return ops.getitem(self, index)
+
+    def sum(self, axis=None, keepdims=False):
+        return ops.sum(self, axis, keepdims)
+
+    def mean(self, axis=None, keepdims=False):
+        return ops.mean(self, axis, keepdims)
+
+    def max(self, axis=None, keepdims=False):
+        return ops.max(self, axis, keepdims)
+
+    def exp(self):
+        return ops.exp(self)
+
+    def log(self):
+        return ops.log(self)
+
+    def sqrt(self):
+        return ops.sqrt(self)
+
+    def tanh(self):
+        return ops.tanh(self)
+
+    def relu(self):
+        return ops.relu(self)
+
+    def reshape(self, *shape):
+        return ops.reshape(self, shape[0] if len(shape) == 1 else shape)
+
+    def transpose(self, axis1=-2, axis2=-1):
+        return ops.transpose(self, axis1, axis2)
+
+    def permute(self, *axes):
+        return ops.permute(self, axes[0] if len(axes) == 1 else axes)
+
+    @property
+    def T(self):
+        return ops.permute(self, tuple(reversed(range(self.ndim))))
+
+    def masked_fill(self, mask, value):
+        return ops.masked_fill(self, mask, value)
+
+
+def _topological_order(root: Tensor) -> list[Tensor]:
+    """Every node that ``root`` depends on (and needs a gradient), inputs before outputs.
+
+    Iterative depth-first search with an explicit stack, so a graph thousands
+    of ops deep does not hit Python's recursion limit.
+    """
+    order, seen = [], set()
+    stack = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if children_done:
+            order.append(node)
+            continue
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        stack.append((node, True))
+        stack.extend((p, False) for p in node._parents if p.requires_grad and id(p) not in seen)
+    return order
+
+
+def make_result(data, parents: tuple, backward, op: str) -> Tensor:
+    """Wrap an op's output array; record the graph only if some input needs a gradient.
+
+    ``backward(g)`` must return one gradient (or None) per parent, each already
+    of that parent's shape.
+    """
+    out = Tensor.__new__(Tensor)
+    out.data, out.grad = data, None
+    if _grad_enabled and any(p.requires_grad for p in parents):
+        out.requires_grad, out._parents, out._backward, out.op = True, parents, backward, op
+    else:  # no graph: the result is a leaf, like a tensor the user made
+        out.requires_grad, out._parents, out._backward, out.op = False, (), None, None
+    return out
+
+
+from minilora import ops  # noqa: E402  (ops needs Tensor, defined above)
