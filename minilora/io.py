@@ -1,0 +1,152 @@
+"""Reading and writing weights: safetensors for arrays, JSON for everything else.
+
+Two promises: nothing is lost (every file is written to a temporary name in
+its directory and renamed into place, so an interrupted save leaves the old
+file whole), and loading never runs code (safetensors and JSON hold data only;
+there is no pickle anywhere in minilora).
+
+A model checkpoint is a directory::
+
+    config.json         {"format": "minilora", "model_type": "gpt", "config": {...},
+                         "tokenizer": {...}, "meta": {...}}
+    model.safetensors   the state dict, float32
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from minilora import backend
+
+FORMAT = "minilora"
+FORMAT_VERSION = 1
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+class CheckpointError(ValueError):
+    """A file that is missing, damaged, or not what the caller expected."""
+
+
+def write_atomic(path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same directory and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path, obj) -> None:
+    write_atomic(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+
+
+def read_json(path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: file not found")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path}: not valid JSON ({err})") from None
+
+
+def save_arrays(path, arrays: dict, metadata: dict | None = None) -> None:
+    """Save name -> array (NumPy or CuPy) as a safetensors file, atomically."""
+    from safetensors.numpy import save
+
+    plain = {
+        k: np.ascontiguousarray(backend.to_numpy(getattr(v, "data", v))) for k, v in arrays.items()
+    }
+    meta = {k: str(v) for k, v in (metadata or {}).items()}
+    write_atomic(path, save(plain, metadata=meta or None))
+
+
+def load_arrays(path) -> dict:
+    """Load a safetensors file as name -> NumPy array; a damaged file gives a CheckpointError."""
+    from safetensors.numpy import load
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: file not found")
+    try:
+        return load(path.read_bytes())
+    except Exception as err:  # safetensors raises its own error types for bad headers/sizes
+        raise CheckpointError(
+            f"{path}: not a readable safetensors file (truncated or damaged?): {err}"
+        ) from None
+
+
+def save_model(model, directory, tokenizer=None, meta: dict | None = None) -> Path:
+    """Write ``model`` (a GPT), its config, tokenizer and free-form ``meta`` to ``directory``."""
+    directory = Path(directory)
+    state = {k: v.astype(np.float32) for k, v in map_numpy(model.state_dict()).items()}
+    save_arrays(directory / WEIGHTS_NAME, state)
+    write_json(
+        directory / CONFIG_NAME,
+        {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "model_type": "gpt",
+            "config": model.config.to_dict(),
+            "tokenizer": tokenizer.to_dict() if tokenizer is not None else None,
+            "meta": meta or {},
+        },
+    )
+    return directory
+
+
+def read_checkpoint_config(directory) -> dict:
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise CheckpointError(f"{directory}: not a directory (expected a minilora checkpoint)")
+    info = read_json(directory / CONFIG_NAME)
+    if info.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{directory / CONFIG_NAME}: not a minilora checkpoint "
+            f"(its 'format' is {info.get('format')!r}, expected {FORMAT!r})"
+        )
+    if info.get("format_version", 0) > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{directory}: format_version {info['format_version']} is newer than this "
+            f"minilora understands ({FORMAT_VERSION}); upgrade minilora"
+        )
+    return info
+
+
+def load_model(directory, device: str | None = None):
+    """Load a checkpoint directory: returns (model, tokenizer or None, meta)."""
+    from minilora.data import CharTokenizer
+    from minilora.transformer import GPT, GPTConfig
+
+    directory = Path(directory)
+    info = read_checkpoint_config(directory)
+    config = GPTConfig.from_dict(info["config"])
+    model = GPT(config)
+    try:
+        model.load_state_dict(load_arrays(directory / WEIGHTS_NAME))
+    except KeyError as err:
+        raise CheckpointError(
+            f"{directory / WEIGHTS_NAME} does not fit its config: {err.args[0]}"
+        ) from None
+    if device is not None:
+        model.to(device)
+    tokenizer = CharTokenizer.from_dict(info["tokenizer"]) if info.get("tokenizer") else None
+    return model, tokenizer, info.get("meta", {})
+
+
+def map_numpy(state: dict) -> dict:
+    return {k: backend.to_numpy(v) for k, v in state.items()}

@@ -1,0 +1,340 @@
+"""LoRA: Low-Rank Adaptation (Hu et al. 2021, arXiv 2106.09685), section 4.
+
+A frozen weight W0 (d_out x d_in) gets a trainable update dW = B A with
+A (r x d_in) random and B (d_out x r) zero, so dW = 0 at the start. The layer
+computes (Eq. 3, with the scaling of section 4.1)
+
+    h = W0 x + (alpha / r) B A x
+
+Only A and B train. After training W = W0 + (alpha / r) B A is computed once
+(``merge``), so inference costs nothing extra; subtracting it (``unmerge``)
+restores W0, and another B' A' can be added: one base model, many tasks.
+
+The layout follows Hugging Face PEFT, so names and files carry over:
+``q_proj.base_layer`` is the frozen Linear, ``q_proj.lora_A[name]`` and
+``q_proj.lora_B[name]`` are Linear layers without bias holding A and B of the
+adapter ``name`` ("default" unless you add more).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from minilora import functional as F
+from minilora.creation import default_generator
+from minilora.nn import Linear, Module, ModuleDict
+from minilora.tensor import Tensor, is_grad_enabled, no_grad
+
+INITS = ("kaiming", "gaussian")
+BIAS_MODES = ("none", "all", "lora_only")
+
+
+@dataclass
+class LoRAConfig:
+    """What to adapt and how.
+
+    r: the rank of dW. alpha: dW is scaled by alpha / r (alpha / sqrt(r) with
+    ``use_rslora``, rsLoRA's choice that keeps large ranks learning).
+    dropout: dropout on the adapter's input. target_modules: names (or dotted
+    name suffixes) of the Linear layers to adapt. init: "kaiming" (A ~
+    U(-1/sqrt(d_in), 1/sqrt(d_in)), as loralib and PEFT) or "gaussian" (A ~
+    N(0, 1/r^2), PEFT's Gaussian option; the paper says "random Gaussian").
+    bias: which biases train, "none", "all" or "lora_only".
+    """
+
+    r: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+    target_modules: tuple = ("q_proj", "v_proj")
+    init: str = "kaiming"
+    use_rslora: bool = False
+    bias: str = "none"
+    extra: dict = field(default_factory=dict)  # free-form, saved with the adapter
+
+    def __post_init__(self):
+        if isinstance(self.target_modules, str):
+            self.target_modules = (self.target_modules,)
+        self.target_modules = tuple(self.target_modules)
+        if not isinstance(self.r, (int, np.integer)) or self.r < 1:
+            raise ValueError(f"LoRAConfig: r={self.r!r} must be an integer >= 1")
+        if not self.alpha > 0:
+            raise ValueError(f"LoRAConfig: alpha={self.alpha!r} must be > 0")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"LoRAConfig: dropout={self.dropout!r} must be in [0, 1)")
+        if self.init not in INITS:
+            raise ValueError(f"LoRAConfig: init={self.init!r}; expected one of {INITS}")
+        if self.bias not in BIAS_MODES:
+            raise ValueError(f"LoRAConfig: bias={self.bias!r}; expected one of {BIAS_MODES}")
+        if not self.target_modules:
+            raise ValueError("LoRAConfig: target_modules is empty; name at least one Linear")
+
+    @property
+    def scaling(self) -> float:
+        return self.alpha / (math.sqrt(self.r) if self.use_rslora else self.r)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["target_modules"] = list(self.target_modules)
+        return d
+
+
+class LoRALinear(Module):
+    """A frozen Linear plus low-rank adapters: h = base(x) + scaling * B(A(dropout(x)))."""
+
+    def __init__(self, base_layer: Linear):
+        if not isinstance(base_layer, Linear):
+            raise TypeError(f"LoRALinear wraps a Linear, got {type(base_layer).__name__}")
+        self.base_layer = base_layer.requires_grad_(False)
+        self.lora_A = ModuleDict()
+        self.lora_B = ModuleDict()
+        self.configs: dict[str, LoRAConfig] = {}
+        self.active_adapter: str | None = None
+        self.merged_adapter: str | None = None  # the adapter folded into base_layer.weight
+        self.disabled = False
+
+    @property
+    def in_features(self):
+        return self.base_layer.in_features
+
+    @property
+    def out_features(self):
+        return self.base_layer.out_features
+
+    @property
+    def merged(self) -> bool:
+        return self.merged_adapter is not None
+
+    def add_adapter(self, name: str, config: LoRAConfig, generator=None) -> None:
+        """Create A (random) and B (zero) for adapter ``name`` and make it active."""
+        if name in self.lora_A:
+            raise ValueError(f"adapter {name!r} already exists; delete it first")
+        limit = min(self.in_features, self.out_features)
+        if config.r > limit:
+            raise ValueError(
+                f"LoRA rank r={config.r} is larger than min(in_features, out_features) = "
+                f"min({self.in_features}, {self.out_features}) = {limit}"
+            )
+        rng = generator if generator is not None else default_generator()
+        dtype = self.base_layer.weight.dtype
+        A = Linear(self.in_features, config.r, bias=False, dtype=dtype, generator=rng)
+        if config.init == "kaiming":  # U(-1/sqrt(d_in), 1/sqrt(d_in)), kaiming_uniform(a=sqrt(5))
+            bound = 1.0 / math.sqrt(self.in_features)
+            a = rng.uniform(-bound, bound, A.weight.shape)
+        else:  # the paper's "random Gaussian", with PEFT's std 1/r
+            a = rng.normal(0.0, 1.0 / config.r, A.weight.shape)
+        A.weight.data = a.astype(dtype)
+        B = Linear(config.r, self.out_features, bias=False, dtype=dtype)
+        B.weight.data = np.zeros_like(B.weight.data)  # B = 0, so dW = B A = 0 exactly
+        device = self.base_layer.weight.device
+        self.lora_A[name], self.lora_B[name] = A.to(device), B.to(device)
+        self.configs[name] = config
+        self.active_adapter = name
+
+    def delete_adapter(self, name: str) -> None:
+        if self.merged_adapter == name:
+            raise RuntimeError(f"adapter {name!r} is merged into the weights; unmerge it first")
+        del self.lora_A[name], self.lora_B[name]
+        del self.configs[name]
+        if self.active_adapter == name:
+            self.active_adapter = next(iter(self.configs), None)
+
+    def delta_weight(self, name: str | None = None):
+        """dW = scaling * B A as an array of W0's shape (d_out x d_in)."""
+        name = name or self.active_adapter
+        A, B = self.lora_A[name].weight.data, self.lora_B[name].weight.data
+        return (self.configs[name].scaling * (B @ A)).astype(self.base_layer.weight.dtype)
+
+    def forward(self, x: Tensor) -> Tensor:
+        name = self.active_adapter
+        if self.merged:
+            if is_grad_enabled() and name and self.lora_A[name].weight.requires_grad:
+                raise RuntimeError(
+                    "forward with gradients through a merged LoRA layer: A and B would get no "
+                    "gradient. Call unmerge(model) before training, or run inference under "
+                    "no_grad()."
+                )
+            return self.base_layer(x)  # W0 + dW is already in the weight
+        h = self.base_layer(x)  # W0 x + b
+        if self.disabled or name is None:
+            return h
+        config = self.configs[name]
+        z = F.dropout(x, config.dropout, self.training)
+        ba_x = self.lora_B[name](self.lora_A[name](z))  # B (A x): (.., r) then (.., d_out)
+        return h + ba_x * config.scaling
+
+    @no_grad()
+    def merge(self) -> None:
+        """W0 <- W0 + scaling * B A for the active adapter (refuses non-finite results)."""
+        if self.merged or self.active_adapter is None:
+            return
+        merged = self.base_layer.weight.data + self.delta_weight()
+        if not bool(np.all(np.isfinite(_to_host(merged)))):
+            raise FloatingPointError(
+                f"merging adapter {self.active_adapter!r} would put non-finite values in the "
+                "weight; the adapter is damaged (NaN or inf in A or B), nothing was changed"
+            )
+        self.base_layer.weight.data = merged
+        self.merged_adapter = self.active_adapter
+
+    @no_grad()
+    def unmerge(self) -> None:
+        """W0 <- W - scaling * B A: the base weight back (to rounding)."""
+        if not self.merged:
+            return
+        self.base_layer.weight.data = self.base_layer.weight.data - self.delta_weight(
+            self.merged_adapter
+        )
+        self.merged_adapter = None
+
+    def extra_repr(self):
+        return (
+            f"adapters={list(self.configs)}, active={self.active_adapter!r}, merged={self.merged}"
+        )
+
+
+def _to_host(a):
+    from minilora.backend import to_numpy
+
+    return to_numpy(a)
+
+
+# ---- the model-level API ---------------------------------------------------------
+
+
+def _matches(module_name: str, targets) -> bool:
+    """PEFT's rule: a target matches the full name or a dotted suffix of it."""
+    return any(module_name == t or module_name.endswith("." + t) for t in targets)
+
+
+def lora_layers(model: Module) -> dict[str, LoRALinear]:
+    return {n: m for n, m in model.named_modules() if isinstance(m, LoRALinear)}
+
+
+def inject_lora(
+    model: Module, config: LoRAConfig | None = None, adapter_name: str = "default", generator=None
+) -> Module:
+    """Wrap every Linear whose name matches ``config.target_modules`` in a LoRALinear,
+    add adapter ``adapter_name`` to it, make it active, and freeze everything else
+    (``mark_only_lora_as_trainable`` with ``config.bias``). Returns ``model``."""
+    config = config or LoRAConfig()
+    names = [n for n, m in model.named_modules() if isinstance(m, (Linear, LoRALinear))]
+    chosen = [n for n in names if _matches(n, config.target_modules)]
+    unmatched = [t for t in config.target_modules if not any(_matches(n, [t]) for n in chosen)]
+    if unmatched:
+        raise ValueError(
+            f"inject_lora: target_modules {unmatched} match no Linear layer. "
+            f"The model's Linear layers are: {sorted({n.rsplit('.', 1)[-1] for n in names})} "
+            f"(full names like {names[:3]})"
+        )
+    for name in chosen:
+        layer = model.get_submodule(name)
+        if not isinstance(layer, LoRALinear):
+            layer = LoRALinear(layer)
+            model.set_submodule(name, layer)
+        try:
+            layer.add_adapter(adapter_name, config, generator)
+        except ValueError as err:
+            raise ValueError(f"inject_lora on {name!r}: {err}") from None
+    set_adapter(model, adapter_name)
+    mark_only_lora_as_trainable(model, config.bias)
+    return model
+
+
+def set_adapter(model: Module, name: str) -> None:
+    """Make adapter ``name`` the active one in every LoRA layer that has it (task switching)."""
+    layers = lora_layers(model)
+    if not any(name in layer.configs for layer in layers.values()):
+        known = sorted({n for layer in layers.values() for n in layer.configs})
+        raise KeyError(f"no adapter named {name!r}; the model has {known}")
+    for layer in layers.values():
+        if layer.merged and layer.merged_adapter != name:
+            raise RuntimeError("set_adapter on a merged model: unmerge(model) first")
+        if name in layer.configs:
+            layer.active_adapter = name
+
+
+def delete_adapter(model: Module, name: str) -> None:
+    for layer in lora_layers(model).values():
+        if name in layer.configs:
+            layer.delete_adapter(name)
+
+
+@contextlib.contextmanager
+def disable_adapters(model: Module):
+    """Inside this block the model computes with W0 alone (the base model)."""
+    layers = lora_layers(model).values()
+    if any(layer.merged for layer in layers):
+        raise RuntimeError("disable_adapters on a merged model: unmerge(model) first")
+    previous = [layer.disabled for layer in layers]
+    for layer in layers:
+        layer.disabled = True
+    try:
+        yield model
+    finally:
+        for layer, flag in zip(layers, previous):
+            layer.disabled = flag
+
+
+def mark_only_lora_as_trainable(model: Module, bias: str = "none") -> None:
+    """Freeze every parameter except LoRA's A and B (and biases, as ``bias`` says)."""
+    if bias not in BIAS_MODES:
+        raise ValueError(
+            f"mark_only_lora_as_trainable: bias={bias!r}; expected one of {BIAS_MODES}"
+        )
+    lora_bias_names = {f"{n}.base_layer.bias" for n in lora_layers(model)}
+    for name, p in model.named_parameters():
+        trainable = ".lora_A." in name or ".lora_B." in name
+        if name.endswith("bias"):
+            trainable = bias == "all" or (bias == "lora_only" and name in lora_bias_names)
+        p.requires_grad_(trainable)
+
+
+def merge(model: Module) -> Module:
+    for layer in lora_layers(model).values():
+        layer.merge()
+    return model
+
+
+def unmerge(model: Module) -> Module:
+    for layer in lora_layers(model).values():
+        layer.unmerge()
+    return model
+
+
+def merge_and_unload(model: Module) -> Module:
+    """Merge the active adapter and put the plain Linear layers back: a model with no LoRA left."""
+    for name, layer in lora_layers(model).items():
+        layer.merge()
+        model.set_submodule(name, layer.base_layer)
+    return model
+
+
+@dataclass
+class ParameterCount:
+    trainable: int
+    total: int
+
+    @property
+    def percent(self) -> float:
+        return 100.0 * self.trainable / max(self.total, 1)
+
+    def __str__(self):  # the line PEFT's print_trainable_parameters prints
+        return (
+            f"trainable params: {self.trainable:,d} || all params: {self.total:,d} "
+            f"|| trainable%: {self.percent:.4f}"
+        )
+
+
+def count_parameters(model: Module) -> ParameterCount:
+    params = model.parameters()
+    return ParameterCount(
+        sum(p.size for p in params if p.requires_grad), sum(p.size for p in params)
+    )
+
+
+def print_trainable_parameters(model: Module) -> None:
+    print(count_parameters(model))

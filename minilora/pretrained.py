@@ -1,0 +1,108 @@
+"""The shipped base model: how it was made (``pretrain``) and how to load it (``load_pretrained``).
+
+LoRA adapts a *pretrained* model. minilora ships one, "char-small": a
+character-level GPT (4 layers, 4 heads, d_model 128, context 128) trained by
+``minilora pretrain`` with a fixed seed on the English text of Python's own
+documentation (``pydoc_data.topics``), so a learner can adapt a real (tiny)
+pretrained model seconds after installing. Its config.json records the
+command, the time and the losses.
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from minilora.data import (
+    CharTokenizer,
+    build_vocabulary,
+    pretraining_text,
+    random_batch,
+    split_text,
+)
+from minilora.io import load_model, save_model
+from minilora.train import TrainConfig, train
+from minilora.transformer import GPT, GPTConfig
+
+PRETRAINED_DIR = Path(__file__).parent / "pretrained"
+PRETRAINED = ("char-small",)
+
+# The recipe of the shipped model (also `minilora pretrain`'s defaults).
+SMALL = GPTConfig(vocab_size=1, block_size=128, n_layer=4, n_head=4, d_model=128, dropout=0.0)
+SMALL_TRAINING = TrainConfig(
+    steps=2000,
+    batch_size=16,
+    lr=3e-3,
+    warmup=100,
+    weight_decay=0.1,
+    grad_clip=1.0,
+    eval_every=250,
+    eval_batches=16,
+    seed=0,
+)
+
+
+def pretrain(model_config: GPTConfig, train_config: TrainConfig, out_dir, command: str = ""):
+    """Pretrain a GPT on the bundled corpus; write checkpoints under ``out_dir``.
+
+    Returns (model, tokenizer, TrainResult). ``out_dir`` gets ``last/``,
+    ``best/`` and, at the end, the final model itself (config.json and
+    model.safetensors) with the run's figures in its meta.
+    """
+    tokenizer = CharTokenizer(build_vocabulary())
+    ids = tokenizer.encode(pretraining_text())
+    train_ids, val_ids = split_text(ids, val_fraction=0.1)
+    config = GPTConfig(**{**model_config.to_dict(), "vocab_size": tokenizer.vocab_size})
+    model = GPT(config, generator=np.random.default_rng(train_config.seed))
+
+    def get_batch(split, rng):
+        source = train_ids if split == "train" else val_ids
+        return random_batch(source, train_config.batch_size, config.block_size, rng)
+
+    meta = {"command": command, "corpus": "pydoc_data.topics", "corpus_tokens": int(len(ids))}
+
+    def save(m, directory):
+        save_model(m, directory, tokenizer, meta)
+
+    started = time.strftime("%Y-%m-%d")
+    result = train(model, get_batch, train_config, out_dir=out_dir, save=save)
+    meta.update(
+        {
+            "date": started,
+            "steps": train_config.steps,
+            "train_config": train_config.__dict__,
+            "seconds": round(result.seconds, 1),
+            "final_train_loss": round(result.final_train_loss, 4),
+            "final_val_loss": round(result.history[-1]["val_loss"], 4),
+            "history": result.history,
+            "machine": (
+                f"{platform.machine()}, Python {sys.version.split()[0]}, numpy {np.__version__}"
+            ),
+        }
+    )
+    save_model(model, out_dir, tokenizer, meta)
+    return model, tokenizer, result
+
+
+def load_pretrained(name: str = "char-small", device: str | None = None):
+    """The shipped base model: returns (model, tokenizer, meta)."""
+    if name not in PRETRAINED:
+        raise ValueError(f"no pretrained model {name!r}; available: {list(PRETRAINED)}")
+    directory = PRETRAINED_DIR / name
+    if not (directory / "model.safetensors").is_file():
+        raise FileNotFoundError(
+            f"the pretrained model {name!r} is missing from {directory}; "
+            "reinstall minilora or make it with `minilora pretrain --out " + str(directory) + "`"
+        )
+    return load_model(directory, device=device)
+
+
+def resolve_model(spec: str, device: str | None = None):
+    """A shipped model's name or a checkpoint directory -> (model, tokenizer, meta)."""
+    if spec in PRETRAINED:
+        return load_pretrained(spec, device)
+    return load_model(spec, device)

@@ -1,0 +1,528 @@
+"""Downstream tasks, generated from templates: English-to-SQL and three-way inference.
+
+Each example is a ``(prompt, answer)`` pair of strings. The model reads
+``prompt + answer`` and is trained to produce the answer (the loss covers the
+answer tokens only, see ``task_batch``); at evaluation it completes the prompt
+greedily until the answer's terminator, a newline, and is scored by exact match.
+
+* ``sql`` (WikiSQL-like, the paper's Table 4): three tables of four columns,
+  questions with several English paraphrases, answers such as
+  ``SELECT MAX(salary) FROM employees WHERE team = 'sales'``.
+* ``nli`` (MNLI-like, the paper's GLUE rows): a premise and a hypothesis about
+  who is where doing what; the answer is ``entailment``, ``neutral`` or
+  ``contradiction``. Labels are balanced, and every hypothesis can take every
+  label depending on the premise, so the hypothesis alone gives no cue.
+
+Every example, prompt plus answer, is at most ``MAX_EXAMPLE_CHARS`` = 127
+characters, so it fits a context of 128 with its next-token target. That limit
+and the set of characters a task can produce are established by walking every
+path of the generator (``survey``), not by sampling.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import cache
+
+import numpy as np
+
+__all__ = [
+    "MAX_EXAMPLE_CHARS",
+    "NLI_LABELS",
+    "TASKS",
+    "TaskData",
+    "accuracy",
+    "exact_match",
+    "generate_example",
+    "make_task",
+    "sample_task_batch",
+    "survey",
+    "task_batch",
+    "task_characters",
+]
+
+TASKS = ("sql", "nli")
+MAX_EXAMPLE_CHARS = 127
+Example = tuple[str, str]
+
+
+# ---------------------------------------------------------------------------
+# Word lists and templates. Every string a generator emits comes from here.
+
+
+def _alts(text: str) -> tuple[str, ...]:
+    """``"a|b|c"`` -> ``("a", "b", "c")``: alternatives, written compactly."""
+    return tuple(text.split("|"))
+
+
+def _numbers(lo: int, hi: int, step: int = 1) -> tuple[str, ...]:
+    return tuple(str(v) for v in range(lo, hi + 1, step))
+
+
+@dataclass(frozen=True)
+class Numeric:
+    """A numeric column: its values and the English for filters ``=``, ``>``, ``<`` on it."""
+
+    values: tuple[str, ...]
+    eq: str  # alternatives, "|"-separated, each with {n}
+    gt: str
+    lt: str
+
+    def phrases(self, op: str) -> tuple[str, ...]:
+        return _alts({"=": self.eq, ">": self.gt, "<": self.lt}[op])
+
+
+@dataclass(frozen=True)
+class Table:
+    """Four columns: ``name``, a category column ``group`` and two numeric columns."""
+
+    name: str  # the table, also its plural noun in questions
+    singular: str
+    keys: tuple[str, ...]  # values of the name column
+    group: str
+    groups: tuple[str, ...]  # values of the group column
+    group_phrases: tuple[str, ...]  # English for "group = g", with {g}
+    words: dict[str, tuple[str, ...]]  # column -> how questions name it
+    numerics: dict[str, Numeric]
+
+
+# fmt: off
+TABLES = (
+    Table(
+        "employees", "employee",
+        _alts("alice|bob|carol|dave|erin|frank|grace|heidi|ivan|judy|mallory|oscar|peggy|"
+              "trent|victor|wendy"),
+        "team", _alts("sales|legal|finance|support|design|admin|data"),
+        _alts("in {g}|in the {g} team|working in {g}"),
+        {"team": ("team",), "salary": ("salary", "pay"), "age": ("age",)},
+        {"salary": Numeric(
+            _numbers(1000, 9900, 100),
+            eq="earning {n}|with a salary of {n}|paid {n}",
+            gt="earning more than {n}|with a salary above {n}|paid over {n}|whose pay is over {n}",
+            lt="earning less than {n}|with a salary below {n}|paid under {n}|"
+               "whose pay is under {n}"),
+         "age": Numeric(
+            _numbers(18, 65),
+            eq="aged {n}|who are {n} years old|whose age is {n}",
+            gt="older than {n}|over {n} years old|aged over {n}",
+            lt="younger than {n}|under {n} years old|aged under {n}")},
+    ),
+    Table(
+        "products", "product",
+        _alts("chair|table|lamp|desk|phone|laptop|camera|kettle|mug|clock|sofa|bike|radio|"
+              "blender"),
+        "category", _alts("office|home|garden|toys|books|sports|music"),
+        _alts("in {g}|of type {g}|listed under {g}"),
+        {"category": ("category", "type"), "price": ("price", "cost"), "stock": ("stock",)},
+        {"price": Numeric(
+            _numbers(1, 999),
+            eq="costing {n}|priced at {n}|with a price of {n}",
+            gt="costing more than {n}|priced above {n}|that cost over {n}",
+            lt="costing less than {n}|priced below {n}|that cost under {n}"),
+         "stock": Numeric(
+            _numbers(0, 500),
+            eq="with {n} in stock|with a stock of {n}",
+            gt="with more than {n} in stock|with stock above {n}|whose stock is over {n}",
+            lt="with fewer than {n} in stock|with stock below {n}|whose stock is under {n}")},
+    ),
+    Table(
+        "cities", "city",
+        _alts("paris|lyon|nice|berlin|munich|madrid|seville|rome|milan|oslo|bergen|lima|"
+              "cusco|tokyo|osaka|cairo"),
+        "country", _alts("france|germany|spain|italy|norway|peru|japan|egypt"),
+        _alts("in {g}|of {g}|from {g}"),
+        {"country": ("country",), "population": ("population",), "area": ("area", "size")},
+        {"population": Numeric(
+            _numbers(100, 9900, 100),
+            eq="with a population of {n}|with {n} people|home to {n} people",
+            gt="with more than {n} people|with a population above {n}|with over {n} people",
+            lt="with fewer than {n} people|with a population below {n}|with under {n} people"),
+         "area": Numeric(
+            _numbers(10, 990, 10),
+            eq="with an area of {n}|whose area is {n}",
+            gt="with an area above {n}|whose area is over {n}|over {n} in area",
+            lt="with an area below {n}|whose area is under {n}|under {n} in area")},
+    ),
+)
+
+SQL_AGG_WORDS = {"MAX": _alts("highest|largest|maximum|top"),
+                 "MIN": _alts("lowest|minimum"), "AVG": _alts("average|mean")}
+
+# {w}: a column word, {k}: a name, {rows}: the table, {one}: its singular,
+# {f}: a filter phrase, {a}: an aggregate word.
+SQL_TEMPLATES = {
+    "lookup": _alts("what is the {w} of {k}?|what {w} does {k} have?|tell me the {w} of {k}.|"
+                    "give the {w} for {k}.|{k}: what is the {w}?"),
+    "where_name": _alts("list the {rows} {f}.|show all {rows} {f}.|name the {rows} {f}.|"
+                        "find {rows} {f}.|what are the names of {rows} {f}?"),
+    "where_col": _alts("show the {w} of {rows} {f}.|list the {w} of {rows} {f}.|"
+                       "what is the {w} of {rows} {f}?|give the {w} for {rows} {f}."),
+    "count": _alts("how many {rows} are there {f}?|how many {rows} {f} are there?|"
+                   "count the {rows} {f}.|what is the number of {rows} {f}?|"
+                   "number of {rows} {f}?"),
+    "aggregate": _alts("what is the {a} {w} of {rows}?|find the {a} {w} among {rows}.|"
+                       "what is the {a} {w}?|give me the {a} {w} for {rows}.|"
+                       "{a} {w} of all {rows}?"),
+    "aggregate_where": _alts("what is the {a} {w} of {rows} {f}?|"
+                             "find the {a} {w} of {rows} {f}.|"
+                             "give the {a} {w} for {rows} {f}.|{a} {w} of {rows} {f}?"),
+    "all_name": _alts("list all {rows}.|show every {one}.|list the names of all {rows}.|"
+                      "what {rows} are there?|name every {one}."),
+    "all_col": _alts("list the {w} of all {rows}.|show the {w} of every {one}.|"
+                     "what is the {w} of each {one}?|give every {one}'s {w}."),
+}
+
+NLI_LABELS = ("entailment", "neutral", "contradiction")
+SUBJECTS = {  # subject -> the hypernyms that also refer to it
+    "dog": ("animal", "pet"), "cat": ("animal", "pet"), "horse": ("animal",),
+    "goat": ("animal",), "boy": ("child", "person"), "girl": ("child", "person"),
+    "man": ("adult", "person"), "woman": ("adult", "person"), "chef": ("cook", "person"),
+    "nurse": ("person",), "farmer": ("person",),
+}
+PLACES = {"indoor": _alts("kitchen|library|bedroom|garage|museum|office|hallway"),
+          "outdoor": _alts("park|garden|street|meadow|forest|field|yard")}
+PLACE_KIND_WORDS = {"indoor": ("inside", "indoors"), "outdoor": ("outside", "outdoors")}
+ACTS = {"rest": _alts("sleeping|sitting|lying down|napping"),
+        "move": _alts("running|walking|jumping|dancing")}
+ACT_KIND_WORD = {"rest": "resting", "move": "moving"}
+NLI_BOTH = _alts("the {s} is {act} in the {place}.|a {s} is {act} in the {place}.|"
+                 "in the {place}, the {s} is {act}.|there is a {s} {act} in the {place}.")
+NLI_ONLY_PLACE = _alts("the {s} is in the {place}.|a {s} is in the {place}.|"
+                       "there is a {s} in the {place}.")
+NLI_ONLY_ACT = _alts("the {s} is {act}.|a {s} is {act}.|there is a {s} {act}.")
+# fmt: on
+
+_REFS = sorted(set(SUBJECTS).union(*SUBJECTS.values()))
+OTHER_REFS = {  # subject -> the words that name someone else
+    s: tuple(r for r in _REFS if r != s and r not in hypernyms) for s, hypernyms in SUBJECTS.items()
+}
+PLACES["all"] = PLACES["indoor"] + PLACES["outdoor"]
+PLACE_PAIRS = tuple((a, b) for a in PLACES["all"] for b in PLACES["all"] if a != b)
+ACTS["all"] = ACTS["rest"] + ACTS["move"]
+
+
+# ---------------------------------------------------------------------------
+# Choosers. The generators make every decision through one of two calls:
+#   pick(options)  - a structural choice (which template, table, label...)
+#   value(options) - a word or number that is only pasted into the text
+# Sampling answers both from a NumPy generator. ``survey`` instead walks every
+# combination of structural choices and answers each value call with its
+# longest option, which gives the exact maximum length and every character.
+
+
+class _Sampler:
+    def __init__(self, rng: np.random.Generator):
+        self.rng = rng
+
+    def pick(self, options):
+        return options[int(self.rng.integers(len(options)))]
+
+    value = pick
+
+
+def _text(option) -> str:
+    return "".join(option) if isinstance(option, tuple) else str(option)
+
+
+class _Walker:
+    """Replays one path of structural choices and extends it with first options."""
+
+    def __init__(self, path: list[list[int]]):
+        self.path, self.depth, self.chars = path, 0, set()
+
+    def pick(self, options):
+        if self.depth == len(self.path):
+            self.path.append([0, len(options)])
+        index = self.path[self.depth][0]
+        self.depth += 1
+        return options[index]
+
+    def value(self, options):
+        for option in options:
+            self.chars.update(_text(option))
+        return max(options, key=lambda o: len(_text(o)))
+
+
+@cache
+def survey(name: str) -> tuple[int, str, int]:
+    """Walk every path of a task's generator: (max example length, characters, paths).
+
+    The characters are every one the generator can ever emit (sorted string);
+    the length is the longest ``prompt + answer`` it can ever produce.
+    """
+    generate = _generator(name)
+    path: list[list[int]] = []
+    longest, chars, paths = 0, set(), 0
+    while True:
+        walker = _Walker(path)
+        prompt, answer = generate(walker)
+        longest = max(longest, len(prompt + answer))
+        chars |= walker.chars | set(prompt + answer)
+        paths += 1
+        while path and path[-1][0] == path[-1][1] - 1:  # advance like an odometer
+            path.pop()
+        if not path:
+            return longest, "".join(sorted(chars)), paths
+        path[-1][0] += 1
+
+
+def task_characters() -> str:
+    """Every character any task can produce, sorted (exhaustive, see ``survey``)."""
+    return "".join(sorted(set().union(*(survey(name)[1] for name in TASKS))))
+
+
+# ---------------------------------------------------------------------------
+# The SQL task
+
+
+def _sql_filter(c, table: Table, exclude: str | None) -> tuple[str, str]:
+    """A WHERE condition on a column other than ``exclude``: (English phrase, SQL)."""
+    columns = [col for col in (table.group, *table.numerics) if col != exclude]
+    column = c.pick(columns)
+    if column == table.group:
+        g = c.value(table.groups)
+        return c.pick(table.group_phrases).format(g=g), f"{column} = '{g}'"
+    numeric = table.numerics[column]
+    op = c.pick(("=", ">", "<"))
+    n = c.value(numeric.values)
+    return c.pick(numeric.phrases(op)).format(n=n), f"{column} {op} {n}"
+
+
+def _sql_example(c) -> Example:
+    table: Table = c.pick(TABLES)
+    kind = c.pick(("lookup", "where", "count", "aggregate", "all"))
+    rows, one = table.name, table.singular
+    if kind == "lookup":  # SELECT col FROM t WHERE name = 'x'
+        column = c.pick((table.group, *table.numerics))
+        w, key = c.value(table.words[column]), c.value(table.keys)
+        question = c.pick(SQL_TEMPLATES["lookup"]).format(w=w, k=key)
+        sql = f"SELECT {column} FROM {rows} WHERE name = '{key}'"
+    elif kind == "where":  # SELECT col FROM t WHERE cond
+        column = c.pick(("name", table.group, *table.numerics))
+        phrase, cond = _sql_filter(c, table, exclude=column)
+        if column == "name":
+            question = c.pick(SQL_TEMPLATES["where_name"]).format(rows=rows, f=phrase)
+        else:
+            w = c.value(table.words[column])
+            question = c.pick(SQL_TEMPLATES["where_col"]).format(w=w, rows=rows, f=phrase)
+        sql = f"SELECT {column} FROM {rows} WHERE {cond}"
+    elif kind == "count":  # SELECT COUNT(*) FROM t WHERE cond
+        phrase, cond = _sql_filter(c, table, exclude=None)
+        question = c.pick(SQL_TEMPLATES["count"]).format(rows=rows, f=phrase)
+        sql = f"SELECT COUNT(*) FROM {rows} WHERE {cond}"
+    elif kind == "aggregate":  # SELECT AGG(col) FROM t [WHERE cond]
+        column = c.pick(tuple(table.numerics))
+        agg = c.pick(("MAX", "MIN", "AVG"))
+        a, w = c.value(SQL_AGG_WORDS[agg]), c.value(table.words[column])
+        if c.pick((False, True)):
+            phrase, cond = _sql_filter(c, table, exclude=column)
+            template = c.pick(SQL_TEMPLATES["aggregate_where"])
+            question = template.format(a=a, w=w, rows=rows, f=phrase)
+            sql = f"SELECT {agg}({column}) FROM {rows} WHERE {cond}"
+        else:
+            question = c.pick(SQL_TEMPLATES["aggregate"]).format(a=a, w=w, rows=rows)
+            sql = f"SELECT {agg}({column}) FROM {rows}"
+    else:  # SELECT col FROM t
+        column = c.pick(("name", table.group, *table.numerics))
+        if column == "name":
+            question = c.pick(SQL_TEMPLATES["all_name"]).format(rows=rows, one=one)
+        else:
+            w = c.value(table.words[column])
+            question = c.pick(SQL_TEMPLATES["all_col"]).format(w=w, rows=rows, one=one)
+        sql = f"SELECT {column} FROM {rows}"
+    return f"Q: {question}\nSQL: ", f"{sql}\n"
+
+
+# ---------------------------------------------------------------------------
+# The NLI task. A premise states up to two facts about one subject: where it
+# is (a place, indoors or outdoors) and what it is doing (an activity that is
+# a kind of resting or of moving). The hypothesis states one fact, possibly
+# negated, about the subject (named directly or by a hypernym) or about some
+# other subject. The label follows from logic, not from the hypothesis' words:
+#   entailment    - the premise states the fact, or one that implies it
+#   contradiction - the premise states an incompatible fact
+#   neutral       - the premise says nothing about that fact or that subject
+
+_FLIP = {"entailment": "contradiction", "contradiction": "entailment", "neutral": "neutral"}
+_OTHER_KIND = {"indoor": "outdoor", "outdoor": "indoor", "rest": "move", "move": "rest"}
+
+
+def _nli_fact(c, about: str, agree: bool) -> tuple[str, str]:
+    """A hypothesis predicate about ``about`` and a premise fact that (dis)agrees with it."""
+    if about == "place":
+        if agree:
+            place = c.value(PLACES["all"])
+            return f"in the {place}", place
+        here, there = c.value(PLACE_PAIRS)
+        return f"in the {there}", here
+    if about == "act" and agree:
+        act = c.value(ACTS["all"])
+        return act, act
+    kind = c.pick(("indoor", "outdoor") if about == "place_kind" else ("rest", "move"))
+    fact_kind = kind if agree else _OTHER_KIND[kind]
+    if about == "place_kind":
+        return c.value(PLACE_KIND_WORDS[kind]), c.value(PLACES[fact_kind])
+    if about == "act_kind":
+        return ACT_KIND_WORD[kind], c.value(ACTS[fact_kind])
+    # about == "act", disagreeing: an activity of the other kind (sitting vs
+    # sleeping could both hold, running vs sleeping cannot)
+    return c.value(ACTS[kind]), c.value(ACTS[fact_kind])
+
+
+def _nli_example(c, label: str | None = None) -> Example:
+    label = label if label is not None else c.pick(NLI_LABELS)
+    subject = c.pick(tuple(SUBJECTS))
+    negated = c.pick((False, False, True))
+    about = c.pick(("place", "place_kind", "act", "act_kind"))
+    other = "act" if about.startswith("place") else "place"
+    base = _FLIP[label] if negated else label  # the label before negation
+    how = c.pick(("omit", "other subject")) if base == "neutral" else "states it"
+    if how == "other subject":
+        ref = c.value(OTHER_REFS[subject])
+    else:
+        ref = c.value((subject, *SUBJECTS[subject]))
+    pred, fact = _nli_fact(c, about, agree=base != "contradiction")
+    facts = {"place" if about.startswith("place") else "act": fact}
+    if how == "omit":
+        facts = {}
+    if how == "omit" or c.pick((False, True)):
+        facts[other] = c.value(PLACES["all"] if other == "place" else ACTS["all"])
+    if len(facts) == 2:
+        template = c.pick(NLI_BOTH)
+    else:
+        template = c.pick(NLI_ONLY_PLACE if "place" in facts else NLI_ONLY_ACT)
+    premise = template.format(s=subject, place=facts.get("place"), act=facts.get("act"))
+    hypothesis = f"the {ref} is {'not ' if negated else ''}{pred}."
+    return f"P: {premise}\nH: {hypothesis}\nA: ", f"{label}\n"
+
+
+def _generator(name: str) -> Callable:
+    if name == "sql":
+        return _sql_example
+    if name == "nli":
+        return _nli_example
+    raise ValueError(f"unknown task {name!r}; the tasks are {', '.join(TASKS)}")
+
+
+def generate_example(name: str, rng: np.random.Generator, label: str | None = None) -> Example:
+    """One random ``(prompt, answer)`` of task ``name``; ``label`` fixes an NLI label."""
+    if label is not None:
+        if name != "nli" or label not in NLI_LABELS:
+            raise ValueError(f"label={label!r} only applies to nli, one of {NLI_LABELS}")
+        return _nli_example(_Sampler(rng), label)
+    return _generator(name)(_Sampler(rng))
+
+
+# ---------------------------------------------------------------------------
+# Data sets, batches and scores
+
+
+@dataclass
+class TaskData:
+    """A task's three splits; each a list of ``(prompt, answer)`` pairs."""
+
+    name: str
+    train: list[Example]
+    val: list[Example]
+    test: list[Example]
+
+
+def make_task(name: str, n_train: int, n_val: int, n_test: int, seed: int = 0) -> TaskData:
+    """Generate a task's splits, repeatable for ``seed``, with no prompt in two splits.
+
+    Examples are drawn one after another and a prompt already drawn is skipped,
+    so every prompt is unique across all splits. The test split is drawn first
+    and validation next, so for a given seed they do not depend on ``n_train``.
+    NLI labels cycle while drawing: each split has (almost exactly) a third of
+    each label. Each split is shuffled.
+    """
+    _generator(name)  # validates the name
+    sizes = {"test": n_test, "val": n_val, "train": n_train}
+    for split, n in sizes.items():
+        if not isinstance(n, (int, np.integer)) or n < 0:
+            raise ValueError(f"n_{split} must be a non-negative integer, got {n!r}")
+    rng = np.random.default_rng(seed)
+    seen: set[str] = set()
+    splits: dict[str, list[Example]] = {}
+    for split, n in sizes.items():
+        examples: list[Example] = []
+        tries = 0
+        while len(examples) < n:
+            tries += 1
+            if tries > 100 * n + 1000:
+                raise ValueError(f"could not draw {n} new distinct {name} prompts for {split}")
+            label = NLI_LABELS[len(examples) % 3] if name == "nli" else None
+            prompt, answer = generate_example(name, rng, label=label)
+            if prompt not in seen:
+                seen.add(prompt)
+                examples.append((prompt, answer))
+        splits[split] = [examples[i] for i in rng.permutation(len(examples))]
+    return TaskData(name, splits["train"], splits["val"], splits["test"])
+
+
+def task_batch(
+    examples: Sequence[Example], tokenizer, block_size: int, ignore_index: int = -100
+) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs and answer-only targets for a list of examples: (x, y), each (B, L) int64.
+
+    For example ``i`` let ``ids = encode(prompt) + encode(answer)`` (length
+    ``n``) and ``p = len(encode(prompt))``. Then ``L = max(n) - 1`` and
+
+    * ``x[i, t] = ids[t]`` for ``t < n - 1``; the rest of the row is padding
+      (token 0, which never matters: padding comes after every real token,
+      so causal attention never lets a real position see it);
+    * ``y[i, t] = ids[t + 1]`` for ``p - 1 <= t <= n - 2``, the positions whose
+      next token is an answer token; ``y`` is ``ignore_index`` everywhere else,
+      so the loss covers exactly the answer, terminator included.
+    """
+    if len(examples) == 0:
+        raise ValueError("task_batch needs at least one example")
+    encoded = []
+    for prompt, answer in examples:
+        p, a = tokenizer.encode(prompt), tokenizer.encode(answer)
+        if len(p) == 0 or len(a) == 0:
+            raise ValueError(f"prompt and answer must both be non-empty: {(prompt, answer)!r}")
+        if len(p) + len(a) - 1 > block_size:
+            raise ValueError(
+                f"example of {len(p) + len(a)} tokens does not fit block_size={block_size} "
+                f"(at most {block_size + 1} tokens): {prompt + answer!r}"
+            )
+        encoded.append((np.concatenate([p, a]).astype(np.int64), len(p)))
+    width = max(len(ids) for ids, _ in encoded) - 1
+    x = np.zeros((len(encoded), width), dtype=np.int64)
+    y = np.full((len(encoded), width), ignore_index, dtype=np.int64)
+    for i, (ids, p) in enumerate(encoded):
+        x[i, : len(ids) - 1] = ids[:-1]
+        y[i, p - 1 : len(ids) - 1] = ids[p:]
+    return x, y
+
+
+def sample_task_batch(
+    examples: Sequence[Example],
+    batch_size: int,
+    rng: np.random.Generator,
+    tokenizer,
+    block_size: int,
+    ignore_index: int = -100,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``task_batch`` of ``batch_size`` examples drawn with replacement by ``rng``."""
+    if len(examples) == 0:
+        raise ValueError("sample_task_batch needs at least one example")
+    chosen = rng.integers(len(examples), size=batch_size)
+    return task_batch([examples[i] for i in chosen], tokenizer, block_size, ignore_index)
+
+
+def exact_match(predictions: Sequence[str], answers: Sequence[str]) -> float:
+    """Fraction of predictions equal to their answer, both stripped of surrounding space."""
+    if len(predictions) != len(answers):
+        raise ValueError(f"{len(predictions)} predictions for {len(answers)} answers")
+    if len(answers) == 0:
+        raise ValueError("exact_match needs at least one answer")
+    hits = sum(p.strip() == a.strip() for p, a in zip(predictions, answers, strict=True))
+    return hits / len(answers)
+
+
+def accuracy(predictions: Sequence[str], labels: Sequence[str]) -> float:
+    """NLI accuracy: the fraction of predicted label texts equal to the true label."""
+    return exact_match(predictions, labels)

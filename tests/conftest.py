@@ -1,0 +1,93 @@
+"""Test configuration: the device to test on, the ``gpu`` marker, Hypothesis profiles.
+
+Device (needle's habit: the backend chosen once, printed, and every test run
+on it)::
+
+    python -m pytest                     # cpu, or MINILORA_DEVICE if set
+    python -m pytest --device cuda       # the same suite on CuPy arrays
+
+Tests take the ``device`` fixture and build their tensors on it. Asking for
+"cuda" without CuPy or a GPU skips those tests with the reason; tests marked
+``gpu`` are skipped the same way.
+
+Hypothesis profiles (choose with HYPOTHESIS_PROFILE, default "ci"):
+
+* ``ci``: 30 examples per property test, derandomized (the same examples on
+  every run), no deadline. The whole engine suite then runs in about 20 s on
+  2 cores (most of it elementwise gradchecks).
+* ``dev``: 300 examples per property test, random, for hunting bugs locally.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+from minilora import backend
+
+settings.register_profile(
+    "ci",
+    max_examples=30,
+    deadline=None,
+    derandomize=True,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile(
+    "dev",
+    max_examples=300,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--device",
+        default=os.environ.get("MINILORA_DEVICE", "cpu").strip().lower() or "cpu",
+        help="device for the tests' tensors: cpu or cuda (default: $MINILORA_DEVICE, else cpu)",
+    )
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "gpu: needs CuPy and a CUDA device (skipped cleanly without them)"
+    )
+
+
+def _cuda_missing() -> str | None:
+    """Why "cuda" cannot be used here, or None when it can."""
+    try:
+        backend.array_module("cuda")
+    except RuntimeError as err:
+        return str(err)
+    return None
+
+
+def pytest_report_header(config):
+    return f"minilora test device: {config.getoption('--device')}"
+
+
+def pytest_collection_modifyitems(config, items):
+    missing = _cuda_missing()
+    if missing is None:
+        return
+    skip = pytest.mark.skip(reason=f"gpu test: {missing}")
+    for item in items:
+        if item.get_closest_marker("gpu") is not None:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def device(request) -> str:
+    """The device name ("cpu" or "cuda") every tensor of a test should live on."""
+    name = backend.check_device(request.config.getoption("--device"))
+    if name == "cuda":
+        missing = _cuda_missing()
+        if missing is not None:
+            pytest.skip(f"--device cuda: {missing}")
+    return name
