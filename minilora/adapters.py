@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from minilora import backend, io
-from minilora.lora import LoRAConfig, inject_lora, lora_layers
+from minilora.lora import LoRAConfig, inject_lora, lora_layers, restore, snapshot
 from minilora.tensor import no_grad
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -54,6 +54,8 @@ def peft_config_dict(config: LoRAConfig, base_model_name: str | None) -> dict:
 
 def config_from_peft(d: dict, path="adapter_config.json") -> LoRAConfig:
     """A LoRAConfig from PEFT's dict; what minilora cannot represent is refused by name."""
+    if not isinstance(d, dict):
+        raise io.CheckpointError(f"{path}: expected a JSON object, got {type(d).__name__}")
     if d.get("peft_type") != "LORA":
         raise io.CheckpointError(f"{path}: peft_type is {d.get('peft_type')!r}, expected 'LORA'")
     for key, plain in (("use_dora", False), ("fan_in_fan_out", False)):
@@ -68,15 +70,22 @@ def config_from_peft(d: dict, path="adapter_config.json") -> LoRAConfig:
                 f"{path}: {key}={d[key]!r} (per-module ranks) is not supported"
             )
     init = d.get("init_lora_weights", True)
-    return LoRAConfig(
-        r=int(d["r"]),
-        alpha=float(d["lora_alpha"]),
-        dropout=float(d.get("lora_dropout", 0.0)),
-        target_modules=tuple(d["target_modules"]),
-        init="gaussian" if init == "gaussian" else "kaiming",
-        use_rslora=bool(d.get("use_rslora", False)),
-        bias=d.get("bias", "none"),
-    )
+    try:
+        targets = d["target_modules"]
+        return LoRAConfig(
+            r=int(d["r"]),
+            alpha=float(d["lora_alpha"]),
+            dropout=float(d.get("lora_dropout", 0.0)),
+            # PEFT allows one string; tuple("q_proj") would split it into letters
+            target_modules=(targets,) if isinstance(targets, str) else tuple(targets),
+            init="gaussian" if init == "gaussian" else "kaiming",
+            use_rslora=bool(d.get("use_rslora", False)),
+            bias=d.get("bias", "none"),
+        )
+    except KeyError as err:
+        raise io.CheckpointError(f"{path}: the required key {err} is missing") from None
+    except (TypeError, ValueError) as err:
+        raise io.CheckpointError(f"{path}: {err}") from None
 
 
 def adapter_state_dict(model, adapter_name: str | None = None) -> dict:
@@ -108,7 +117,11 @@ def save_adapter(
         raise ValueError("save_adapter: the model has no LoRA layers (call inject_lora first)")
     if any(layer.merged for layer in layers.values()):
         raise RuntimeError("save_adapter on a merged model: unmerge(model) first")
-    name = adapter_name or next(iter(layers.values())).active_adapter
+    name = adapter_name or next(
+        (layer.active_adapter for layer in layers.values() if layer.active_adapter), None
+    )
+    if name is None:
+        raise ValueError("save_adapter: no adapter is active; name one with adapter_name=")
     config = next(layer.configs[name] for layer in layers.values() if name in layer.configs)
     state = {
         k: np.asarray(backend.to_numpy(v), dtype=np.float32)
@@ -129,6 +142,7 @@ def load_adapter(model, directory, adapter_name: str = "default"):
     directory = Path(directory)
     config = config_from_peft(io.read_json(directory / ADAPTER_CONFIG), directory / ADAPTER_CONFIG)
     state = io.load_arrays(directory / ADAPTER_WEIGHTS)
+    before = snapshot(model)
     try:
         inject_lora(model, config, adapter_name)
     except ValueError as err:
@@ -152,9 +166,7 @@ def load_adapter(model, directory, adapter_name: str = "default"):
         if k in expected and tuple(state[k].shape) != expected[k].shape
     ]
     if problems:
-        from minilora.lora import delete_adapter
-
-        delete_adapter(model, adapter_name)
+        restore(model, before)  # the model as it was: no half-loaded adapter, nothing frozen
         raise io.CheckpointError(
             f"{directory / ADAPTER_WEIGHTS} does not fit this model:\n  " + "\n  ".join(problems)
         )

@@ -126,3 +126,12 @@ def scatter_add(target, index, values) -> None:
         import cupyx
 
         cupyx.scatter_add(target, index, values)
+
+
+def describe(device: str) -> str:
+    """A human-readable name of the hardware behind ``device`` (for logs and results)."""
+    if check_device(device) == "cpu":
+        return f"CPU ({os.cpu_count()} cores)"
+    props = _import_cupy().cuda.runtime.getDeviceProperties(0)
+    name = props["name"]
+    return name.decode() if isinstance(name, bytes) else str(name)

@@ -155,7 +155,7 @@ def _pretrain(args, command):
             "progress": not args.quiet,
         }
     )
-    _, _, result = pretrain(model_config, train_config, args.out, command)
+    _, _, result = pretrain(model_config, train_config, args.out, command, device=args.device)
     print(
         f"pretrained {args.steps} steps in {result.seconds:.0f} s: train loss "
         f"{result.final_train_loss:.4f}, validation loss {result.history[-1]['val_loss']:.4f}"

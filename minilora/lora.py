@@ -221,7 +221,12 @@ def inject_lora(
     add adapter ``adapter_name`` to it, make it active, and freeze everything else
     (``mark_only_lora_as_trainable`` with ``config.bias``). Returns ``model``."""
     config = config or LoRAConfig()
-    names = [n for n, m in model.named_modules() if isinstance(m, (Linear, LoRALinear))]
+    wrapped = tuple(f"{n}." for n in lora_layers(model))  # A, B and W0 inside are not targets
+    names = [
+        n
+        for n, m in model.named_modules()
+        if isinstance(m, (Linear, LoRALinear)) and not n.startswith(wrapped)
+    ]
     chosen = [n for n in names if _matches(n, config.target_modules)]
     unmatched = [t for t in config.target_modules if not any(_matches(n, [t]) for n in chosen)]
     if unmatched:
@@ -230,6 +235,7 @@ def inject_lora(
             f"The model's Linear layers are: {sorted({n.rsplit('.', 1)[-1] for n in names})} "
             f"(full names like {names[:3]})"
         )
+    before = snapshot(model)
     for name in chosen:
         layer = model.get_submodule(name)
         if not isinstance(layer, LoRALinear):
@@ -238,23 +244,50 @@ def inject_lora(
         try:
             layer.add_adapter(adapter_name, config, generator)
         except ValueError as err:
+            restore(model, before)  # all or nothing
             raise ValueError(f"inject_lora on {name!r}: {err}") from None
     set_adapter(model, adapter_name)
     mark_only_lora_as_trainable(model, config.bias)
     return model
 
 
+def snapshot(model: Module) -> tuple[dict, dict]:
+    """What inject_lora changes: requires_grad flags, the LoRA layers, their adapters."""
+    flags = {id(p): p.requires_grad for p in model.parameters()}
+    layers = {path: (layer.active_adapter, set(layer.configs)) for path, layer in lora_layers(model).items()}
+    return flags, layers
+
+
+def restore(model: Module, before: tuple[dict, dict]) -> None:
+    """Put ``model`` back as it was at ``snapshot``: for an inject_lora that failed part way."""
+    flags, layers = before
+    for path, layer in lora_layers(model).items():
+        if path not in layers:  # wrapped since: put the plain Linear back
+            model.set_submodule(path, layer.base_layer)
+            continue
+        active, names = layers[path]
+        for name in set(layer.configs) - names:
+            layer.delete_adapter(name)
+        layer.active_adapter = active
+    for p in model.parameters():
+        if id(p) in flags:
+            p.requires_grad_(flags[id(p)])
+
+
 def set_adapter(model: Module, name: str) -> None:
-    """Make adapter ``name`` the active one in every LoRA layer that has it (task switching)."""
+    """Make adapter ``name`` the active one in every LoRA layer (task switching).
+
+    A layer that does not hold ``name`` (the adapters target different modules)
+    computes with W0 alone, as in PEFT, rather than keeping another task's adapter.
+    """
     layers = lora_layers(model)
     if not any(name in layer.configs for layer in layers.values()):
         known = sorted({n for layer in layers.values() for n in layer.configs})
         raise KeyError(f"no adapter named {name!r}; the model has {known}")
+    if any(layer.merged and layer.merged_adapter != name for layer in layers.values()):
+        raise RuntimeError("set_adapter on a merged model: unmerge(model) first")
     for layer in layers.values():
-        if layer.merged and layer.merged_adapter != name:
-            raise RuntimeError("set_adapter on a merged model: unmerge(model) first")
-        if name in layer.configs:
-            layer.active_adapter = name
+        layer.active_adapter = name if name in layer.configs else None
 
 
 def delete_adapter(model: Module, name: str) -> None:

@@ -218,7 +218,7 @@ def matmul(a, b) -> Tensor:
         if b.requires_grad:
             if b.ndim == 2:  # fold a's batch dims into rows: one 2-D product, no big temporary
                 k, m = b.shape
-                gb = mm(a.data.reshape(-1, k)[: max(1, len(a.data.reshape(-1, k)) // 2)].T, g.reshape(-1, m)[: max(1, len(a.data.reshape(-1, k)) // 2)])
+                gb = mm(a.data.reshape(-1, k).T, g.reshape(-1, m))
             else:
                 gb = unbroadcast(mm(a.data.swapaxes(-1, -2), g), b.shape)
         return ga, gb
@@ -258,7 +258,7 @@ def max(a: Tensor, axis=None, keepdims: bool = False) -> Tensor:
     )
 
     def backward(g):
-        winners = (a.data == kept_values).astype(g.dtype)  # not bool / int: float64
+        winners = (a.data == kept_values).astype(g.dtype)  # bool / int division gives float64
         share = winners / winners.sum(axis=axes, keepdims=True)
         return (share * g.reshape(kept_values.shape),)
 

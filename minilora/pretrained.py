@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from minilora import backend
 from minilora.data import (
     CharTokenizer,
     build_vocabulary,
@@ -46,7 +47,9 @@ SMALL_TRAINING = TrainConfig(
 )
 
 
-def pretrain(model_config: GPTConfig, train_config: TrainConfig, out_dir, command: str = ""):
+def pretrain(
+    model_config: GPTConfig, train_config: TrainConfig, out_dir, command: str = "", device=None
+):
     """Pretrain a GPT on the bundled corpus; write checkpoints under ``out_dir``.
 
     Returns (model, tokenizer, TrainResult). ``out_dir`` gets ``last/``,
@@ -58,12 +61,19 @@ def pretrain(model_config: GPTConfig, train_config: TrainConfig, out_dir, comman
     train_ids, val_ids = split_text(ids, val_fraction=0.1)
     config = GPTConfig(**{**model_config.to_dict(), "vocab_size": tokenizer.vocab_size})
     model = GPT(config, generator=np.random.default_rng(train_config.seed))
+    if device is not None:
+        model.to(device)
 
     def get_batch(split, rng):
         source = train_ids if split == "train" else val_ids
         return random_batch(source, train_config.batch_size, config.block_size, rng)
 
-    meta = {"command": command, "corpus": "pydoc_data.topics", "corpus_tokens": int(len(ids))}
+    meta = {
+        "command": command,
+        "corpus": "pydoc_data.topics",
+        "corpus_tokens": int(len(ids)),
+        "device": f"{model.wte.weight.device}: {backend.describe(model.wte.weight.device)}",
+    }
 
     def save(m, directory):
         save_model(m, directory, tokenizer, meta)

@@ -115,12 +115,17 @@ def divisors(draw, shape):
 
 
 @st.composite
-def distinct(draw, shape):
-    """float64 values in [-2, 2], no two closer than 2 / size (>> EPS): max has no ties."""
+def distinct(draw, shape, per_row=False):
+    """float64 values in [-2, 2], no two closer than 2 / n (>> EPS): max has no ties.
+
+    n is the size, or with ``per_row`` the last side: then each row on its own
+    spreads over [-2, 2], so its variance is large (layer norm's rstd stays small).
+    """
     rng = _rng(draw)
-    n = int(np.prod(shape, dtype=np.int64))
-    gap = 4.0 / n
-    values = -2.0 + gap * (rng.permutation(n) + rng.uniform(0.25, 0.75, size=n))
+    size = int(np.prod(shape, dtype=np.int64))
+    n = shape[-1] if per_row and shape else size
+    ranks = np.argsort(rng.random((size // n, n)), axis=1)  # a random permutation per row
+    values = -2.0 + (4.0 / n) * (ranks + rng.uniform(0.25, 0.75, size=(size // n, n)))
     return values.reshape(shape)
 
 

@@ -54,8 +54,16 @@ def test_save_load_round_trip_is_exact(tmp_path):
 
 
 def test_round_trip_without_tokenizer_and_of_another_config(tmp_path):
-    config = GPTConfig(vocab_size=13, block_size=6, n_layer=2, n_head=4, d_model=12,
-                       dropout=0.1, bias=False, layer_norm_eps=1e-6)
+    config = GPTConfig(
+        vocab_size=13,
+        block_size=6,
+        n_layer=2,
+        n_head=4,
+        d_model=12,
+        dropout=0.1,
+        bias=False,
+        layer_norm_eps=1e-6,
+    )
     model = tiny_gpt(seed=2, config=config)
     save_model(model, tmp_path)
     loaded, tok, meta = load_model(tmp_path)

@@ -32,9 +32,7 @@ def tiny_gpt(seed: int = 0, config: GPTConfig = TINY) -> GPT:
 
 def test_gpt_parameter_names_follow_pytorch_conventions():
     model = tiny_gpt(config=GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, d_model=8))
-    block = []
-    for layer in ("ln_1",):
-        block += [f"{layer}.weight", f"{layer}.bias"]
+    block = ["ln_1.weight", "ln_1.bias"]
     for proj in ("q_proj", "k_proj", "v_proj", "o_proj"):
         block += [f"attn.{proj}.weight", f"attn.{proj}.bias"]
     block += ["ln_2.weight", "ln_2.bias"]
@@ -256,8 +254,9 @@ def test_module_dict():
 
 
 def test_train_and_eval_propagate_to_every_submodule():
-    model = tiny_gpt(config=GPTConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2,
-                                      d_model=8, dropout=0.5))
+    model = tiny_gpt(
+        config=GPTConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, d_model=8, dropout=0.5)
+    )
     assert all(m.training for m in model.modules())
     assert model.eval() is model
     assert not any(m.training for m in model.modules())

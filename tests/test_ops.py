@@ -9,6 +9,8 @@ graphs with shared subexpressions.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -31,7 +33,6 @@ from strategies import (
 )
 
 from minilora import ops
-
 
 # ---- elementwise arithmetic, broadcasting ---------------------------------------
 BINARY = {
@@ -191,6 +192,14 @@ def test_permute(shape, data, device):
     check_grads(lambda x: ops.permute(x, order), [a], device)
 
 
+@pytest.mark.parametrize("order", list(itertools.permutations(range(3))))
+def test_permute_every_order_of_three_axes(order, device):
+    """Cycles of three axes are where the inverse permutation differs from the permutation."""
+    a = np.random.default_rng(0).standard_normal((2, 3, 4))
+    assert_forward(ops.permute(leaf(a, device), order), a.transpose(order))
+    check_grads(lambda x: ops.permute(x, order), [a], device)
+
+
 @st.composite
 def basic_indices(draw, shape):
     """Per dimension an int or a slice (negative steps, empty results included)."""
@@ -311,12 +320,12 @@ def test_masked_fill(shape, value, data, device):
 
 
 # ---- non-contiguous inputs -----------------------------------------------------------
-STRIDED = {
-    "add": lambda x, y: ops.add(x, y),
-    "mul": lambda x, y: ops.mul(x, y.exp()),
-    "sum": lambda x, y: ops.sum(x, axis=0) * ops.sum(y, axis=-1, keepdims=True).mean(),
-    "matmul": lambda x, y: ops.matmul(x, ops.transpose(y)),
-    "getitem": lambda x, y: x[::-1, np.array([0, 0])] + y[1:2, :1],
+STRIDED = {  # fn(x, y, device)
+    "add": lambda x, y, d: ops.add(x, y),
+    "mul": lambda x, y, d: ops.mul(x, y.exp()),
+    "sum": lambda x, y, d: ops.sum(x, axis=0) * ops.sum(y, axis=-1, keepdims=True).mean(),
+    "matmul": lambda x, y, d: ops.matmul(x, ops.transpose(y)),
+    "getitem": lambda x, y, d: x[::-1, on(d, [0, 0])] + y[1:2, :1],
 }
 
 
@@ -325,9 +334,7 @@ STRIDED = {
 def test_noncontiguous_inputs(name, shape, data, device):
     """Transposed and strided views give the same forward and backward as copies."""
     a, b = data.draw(noncontiguous(shape)), data.draw(noncontiguous(shape))
-    fn = STRIDED[name]
-    if name == "getitem" and device == "cuda":  # the index array lives on the device too
-        fn = lambda x, y: x[::-1, on(device, [0, 0])] + y[1:2, :1]  # noqa: E731
+    fn = lambda x, y: STRIDED[name](x, y, device)  # noqa: E731
     same = fn(leaf(np.ascontiguousarray(a), device), leaf(np.ascontiguousarray(b), device))
     assert_forward(fn(leaf(a, device), leaf(b, device)), same.numpy())
     check_grads(fn, [a, b], device)
@@ -358,12 +365,10 @@ def programs(draw, n_inputs):
     """A list of (op, operand indices) over the inputs and earlier nodes (a random DAG)."""
     steps = []
     for step in range(draw(st.integers(1, 8))):
-        available = n_inputs + step
-        pick = st.integers(0, available - 1)
-        if draw(st.booleans()):
-            steps.append((draw(st.sampled_from(sorted(COMPOSITE_UNARY))), (draw(pick),)))
-        else:
-            steps.append((draw(st.sampled_from(sorted(COMPOSITE_BINARY))), (draw(pick), draw(pick))))
+        pick = st.integers(0, n_inputs + step - 1)  # an input or any earlier node
+        unary = draw(st.booleans())
+        name = draw(st.sampled_from(sorted(COMPOSITE_UNARY if unary else COMPOSITE_BINARY)))
+        steps.append((name, (draw(pick),) if unary else (draw(pick), draw(pick))))
     return steps
 
 

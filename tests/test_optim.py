@@ -86,8 +86,9 @@ def test_adamw_float32_keeps_dtype_and_matches_reference():
     for i, (p0, p3) in enumerate(zip(initial, final)):
         assert p3.dtype == np.float32
         assert opt.state[id(params[i])]["m"].dtype == np.float32
-        expected = adamw_reference(p0, [g[i].astype(np.float64) for g in grads], 0.01, 0.9,
-                                   0.999, 1e-8, 0.1)
+        expected = adamw_reference(
+            p0, [g[i].astype(np.float64) for g in grads], 0.01, 0.9, 0.999, 1e-8, 0.1
+        )
         np.testing.assert_allclose(p3, expected, rtol=1e-5, atol=1e-6)
 
 
@@ -95,15 +96,18 @@ def test_param_groups_have_their_own_hyperparameters():
     a, b = make_params()[:2]
     a0, b0 = a.data.copy(), b.data.copy()
     grads = grad_sequence([a, b])
-    opt = AdamW([{"params": [a], "weight_decay": 0.5}, {"params": [b], "lr": 0.2}],
-                lr=0.01, weight_decay=0.0)
+    opt = AdamW(
+        [{"params": [a], "weight_decay": 0.5}, {"params": [b], "lr": 0.2}],
+        lr=0.01,
+        weight_decay=0.0,
+    )
     run(opt, [a, b], grads)
     np.testing.assert_allclose(
-        a.data, adamw_reference(a0, [g[0] for g in grads], 0.01, 0.9, 0.999, 1e-8, 0.5),
-        rtol=1e-12)
+        a.data, adamw_reference(a0, [g[0] for g in grads], 0.01, 0.9, 0.999, 1e-8, 0.5), rtol=1e-12
+    )
     np.testing.assert_allclose(
-        b.data, adamw_reference(b0, [g[1] for g in grads], 0.2, 0.9, 0.999, 1e-8, 0.0),
-        rtol=1e-12)
+        b.data, adamw_reference(b0, [g[1] for g in grads], 0.2, 0.9, 0.999, 1e-8, 0.0), rtol=1e-12
+    )
     opt.set_lr(0.123)
     assert [g["lr"] for g in opt.param_groups] == [0.123, 0.123]
 

@@ -95,7 +95,7 @@ def test_no_grad_as_decorator_and_after_an_exception(device):
     assert double.__name__ == "double" and double.__doc__ == "Doubles."
     assert ml.is_grad_enabled()
     with pytest.raises(ZeroDivisionError), ml.no_grad():
-        1 / 0
+        raise ZeroDivisionError
     assert ml.is_grad_enabled()
     assert (x * 2.0).requires_grad
 

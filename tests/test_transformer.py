@@ -34,7 +34,7 @@ def make_gpt(seed=0, dtype=np.float64, scale=0.5, **overrides) -> GPT:
     return model.eval()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cached_gpt() -> GPT:
     return make_gpt(seed=3)
 
@@ -61,8 +61,16 @@ def test_config_validation(fields, message):
 
 
 def test_config_dict_round_trip():
-    config = GPTConfig(vocab_size=13, block_size=9, n_layer=3, n_head=3, d_model=12,
-                       dropout=0.25, bias=False, layer_norm_eps=1e-6)
+    config = GPTConfig(
+        vocab_size=13,
+        block_size=9,
+        n_layer=3,
+        n_head=3,
+        d_model=12,
+        dropout=0.25,
+        bias=False,
+        layer_norm_eps=1e-6,
+    )
     d = config.to_dict()
     assert d["d_model"] == 12 and d["bias"] is False and d["dropout"] == 0.25
     again = GPTConfig.from_dict(json.loads(json.dumps(d)))  # through JSON, as in a checkpoint
@@ -104,8 +112,9 @@ def test_gradcheck_whole_gpt_every_parameter():
         assert np.abs(g).max() > 1e-4, name
     model.zero_grad()
 
-    assert gradcheck(loss, params, eps=1e-6, atol=1e-7, rtol=1e-5, mode="elementwise",
-                     name="GPT loss")
+    assert gradcheck(
+        loss, params, eps=1e-6, atol=1e-7, rtol=1e-5, mode="elementwise", name="GPT loss"
+    )
 
 
 def test_gradcheck_detects_a_wrong_gradient(monkeypatch):
@@ -124,8 +133,7 @@ def test_gradcheck_detects_a_wrong_gradient(monkeypatch):
     model = make_gpt(seed=0, scale=0.3)
     x = np.array([[1, 2, 3]])
     with pytest.raises(GradcheckError):
-        gradcheck(lambda *_: model(x, x)[1], [model.blocks[0].mlp.fc_in.weight],
-                  mode="elementwise")
+        gradcheck(lambda *_: model(x, x)[1], [model.blocks[0].mlp.fc_in.weight], mode="elementwise")
 
 
 # ---- causality ----------------------------------------------------------------------------------

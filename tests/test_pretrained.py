@@ -1,0 +1,72 @@
+"""The shipped base model: it loads, it has learned its corpus, and it writes text."""
+
+import numpy as np
+import pytest
+
+from minilora.data import build_vocabulary, pretraining_text, random_batch, split_text
+from minilora.pretrained import SMALL, load_pretrained, resolve_model
+from minilora.train import estimate_loss
+
+# A model that only knew character frequencies would score the unigram entropy
+# (computed below from the validation text, about 3.2 nats). The shipped model
+# reached about 1.19; the bound leaves room for rounding but would catch a
+# model that had not learned (or weights loaded into the wrong places).
+VAL_LOSS_BOUND = 1.4
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return load_pretrained("char-small")
+
+
+def test_shipped_model_has_the_documented_shape(shipped):
+    model, tokenizer, meta = shipped
+    c = model.config
+    assert (c.n_layer, c.n_head, c.d_model, c.block_size) == (
+        SMALL.n_layer,
+        SMALL.n_head,
+        SMALL.d_model,
+        SMALL.block_size,
+    )
+    assert sum(p.size for p in model.parameters()) < 1_000_000
+    assert meta["steps"] > 0 and "minilora pretrain" in meta["command"]
+
+
+def test_shipped_tokenizer_is_the_vocabulary_the_code_builds(shipped):
+    # if the task templates or the corpus ever changed the vocabulary, the shipped
+    # model would no longer fit; this test says so before a user finds out
+    _, tokenizer, _ = shipped
+    assert tokenizer.chars == build_vocabulary()
+
+
+def test_validation_loss_is_far_below_a_unigram_model(shipped):
+    model, tokenizer, _ = shipped
+    ids = tokenizer.encode(pretraining_text())
+    _, val_ids = split_text(ids, val_fraction=0.1)
+    counts = np.bincount(val_ids, minlength=tokenizer.vocab_size).astype(np.float64)
+    p = counts[counts > 0] / counts.sum()
+    unigram_entropy = float(-(p * np.log(p)).sum())
+
+    def get_batch(split, rng):
+        return random_batch(val_ids, 16, model.config.block_size, rng)
+
+    val_loss = estimate_loss(model, get_batch, batches=8, seed=123)
+    assert unigram_entropy > 2.5
+    assert val_loss < VAL_LOSS_BOUND < unigram_entropy - 1.0
+
+
+def test_generate_returns_the_requested_number_of_characters(shipped):
+    model, tokenizer, _ = shipped
+    prompt = tokenizer.encode("The ")
+    out = model.generate(prompt, 40, temperature=0.8, seed=0)
+    text = tokenizer.decode(out[0])
+    assert out.shape == (1, 4 + 40) and text.startswith("The ") and len(text) == 44
+    again = tokenizer.decode(model.generate(prompt, 40, temperature=0.8, seed=0)[0])
+    assert again == text  # seeded sampling repeats
+
+
+def test_unknown_pretrained_name_lists_the_available_ones():
+    with pytest.raises(ValueError, match="char-small"):
+        load_pretrained("gpt-9")
+    with pytest.raises(Exception, match="not a directory|not found"):
+        resolve_model("/nonexistent/dir")
