@@ -18,6 +18,37 @@ DEVICES = ("cpu", "cuda")
 _cupy = None  # the cupy module, once imported
 
 
+def tune_malloc() -> bool:
+    """Keep freed activation buffers in the process instead of handing them back to the OS.
+
+    The engine allocates fresh NumPy arrays for every op (a few MB each). With
+    glibc's defaults, buffers above 128 KiB are mmap-ed, and freed ones are
+    returned to the OS, so the next step takes them back page by page: tens of
+    thousands of page faults per training step, 10-25% of its time here (see
+    benchmarks/RESULTS.md). Raising the mmap and trim thresholds (glibc's
+    ``mallopt``, the same as the MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_
+    environment variables) lets malloc reuse them. Only glibc (Linux) has
+    ``mallopt``; elsewhere, or with MINILORA_MALLOC_TUNING=0, nothing changes.
+    Returns True when the thresholds were raised.
+    """
+    if os.environ.get("MINILORA_MALLOC_TUNING", "1") == "0":
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
+        ok = libc.mallopt(m_mmap_threshold, 32 * 1024 * 1024)  # glibc's largest allowed value
+        ok &= libc.mallopt(m_trim_threshold, 512 * 1024 * 1024)
+        ok &= libc.mallopt(m_top_pad, 64 * 1024 * 1024)  # grow the heap in large steps
+        return bool(ok)
+    except (OSError, AttributeError):
+        return False
+
+
+MALLOC_TUNED = tune_malloc()
+
+
 def _import_cupy():
     """Import CuPy and check that a GPU is visible, or explain what is missing."""
     global _cupy
@@ -96,7 +127,7 @@ def get_array_module_or_none(obj):
 
 
 def device_of(array) -> str:
-    """"cpu" or "cuda" for an array."""
+    """The device name, "cpu" or "cuda", of an array."""
     return "cpu" if get_array_module(array) is np else "cuda"
 
 

@@ -32,15 +32,19 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
             f"linear: input's last dim is {x.shape[-1]} but weight {weight.shape} "
             f"expects in_features={weight.shape[-1]}"
         )
-    out = mm(x.data, weight.data.T)
+    # All leading dims folded into rows: one large matrix product, not a batch of
+    # small ones (2-3x faster for (B, T, C) inputs with NumPy's BLAS).
+    x_rows = x.data.reshape(-1, x.shape[-1])  # (N, in)
+    out = mm(x_rows, weight.data.T)  # (N, out)
     if bias is not None:
         out += bias.data
+    out = out.reshape(*x.shape[:-1], weight.shape[0])
     parents = (x, weight) if bias is None else (x, weight, bias)
 
     def backward(g):
         rows = g.reshape(-1, g.shape[-1])  # (N, out)
-        gx = mm(g, weight.data) if x.requires_grad else None
-        gw = mm(rows.T, x.data.reshape(-1, x.shape[-1])) if weight.requires_grad else None
+        gx = mm(rows, weight.data).reshape(x.shape) if x.requires_grad else None
+        gw = mm(rows.T, x_rows) if weight.requires_grad else None
         if bias is None:
             return gx, gw
         return gx, gw, rows.sum(axis=0) if bias.requires_grad else None
@@ -125,28 +129,24 @@ def layer_norm(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float
         if param is not None:
             operands(x, param, "layer_norm")  # one device, one float dtype
     xp = backend.get_array_module(x.data)
-    mu = x.data.mean(axis=-1, keepdims=True)
-    centred = x.data - mu
-    rstd = 1.0 / xp.sqrt((centred * centred).mean(axis=-1, keepdims=True) + eps)
-    xhat = centred * rstd
-    out = xhat * weight.data if weight is not None else xhat
+    xhat = x.data - x.data.mean(axis=-1, keepdims=True)  # centred; normalised in place below
+    rstd = 1.0 / xp.sqrt((xhat * xhat).mean(axis=-1, keepdims=True) + eps)
+    xhat *= rstd
+    out = xhat * weight.data if weight is not None else xhat.copy()
     if bias is not None:
-        out = out + bias.data
+        out += bias.data
     parents = tuple(t for t in (x, weight, bias) if t is not None)
 
     def backward(g):
         lead = tuple(range(g.ndim - 1))
         grads = []
         if x.requires_grad:
-            gxhat = g * weight.data if weight is not None else g
-            grads.append(
-                rstd
-                * (
-                    gxhat
-                    - gxhat.mean(axis=-1, keepdims=True)
-                    - xhat * (gxhat * xhat).mean(axis=-1, keepdims=True)
-                )
-            )
+            gxhat = g * weight.data if weight is not None else g  # G = dL/dxhat
+            gx = xhat * (gxhat * xhat).mean(axis=-1, keepdims=True)
+            xp.subtract(gxhat, gx, out=gx)  # G - xhat mean(G xhat)
+            gx -= gxhat.mean(axis=-1, keepdims=True)
+            gx *= rstd
+            grads.append(gx)
         else:
             grads.append(None)
         if weight is not None:
@@ -165,12 +165,27 @@ def gelu(x: Tensor) -> Tensor:
     """GELU in GPT-2's tanh form: 0.5 x (1 + tanh(c (x + 0.044715 x^3))), c = sqrt(2/pi)."""
     xp = backend.get_array_module(x.data)
     a = x.data
-    t = xp.tanh(_GELU_C * (a + 0.044715 * a * a * a))
-    out = 0.5 * a * (1.0 + t)
+    t = xp.multiply(a, a, out=xp.empty_like(a))  # in place: t = tanh(c (a + 0.044715 a^3))
+    t *= 0.044715
+    t += 1.0
+    t *= a
+    t *= _GELU_C
+    xp.tanh(t, out=t)
+    out = t + 1.0
+    out *= a
+    out *= 0.5
 
     def backward(g):
-        inner_grad = _GELU_C * (1.0 + 3 * 0.044715 * a * a)
-        return (g * (0.5 * (1.0 + t) + 0.5 * a * (1.0 - t * t) * inner_grad),)
+        # d/da = 0.5 (1 + t) + 0.5 a (1 - t^2) c (1 + 3 * 0.044715 a^2), built in place
+        slope = a * a
+        slope *= 3 * 0.044715 * 0.5 * _GELU_C
+        slope += 0.5 * _GELU_C
+        slope *= a
+        slope *= 1.0 - t * t
+        slope += 0.5
+        slope += 0.5 * t
+        slope *= g
+        return (slope,)
 
     return make_result(out, (x,), backward, "gelu")
 
@@ -215,6 +230,58 @@ def embedding(weight: Tensor, indices) -> Tensor:
         return (grad,)
 
     return make_result(out, (weight,), backward, "embedding")
+
+
+def attention(
+    q: Tensor, k: Tensor, v: Tensor, hidden, dropout_p: float = 0.0, training: bool = False
+) -> Tensor:
+    """Scaled dot-product attention, fused: softmax(Q K^T / sqrt(D), hidden keys excluded) V.
+
+    q: (..., T, D); k, v: (..., S, D); ``hidden``: a bool array broadcastable to
+    (..., T, S), True where query t must not see key s (the causal mask, padding).
+    With P the attention weights and G = dL/dout, the backward is
+
+        dV = P^T G,   dP = G V^T,   dS = P * (dP - rowsum(dP * P)),
+        dQ = dS K / sqrt(D),   dK = dS^T Q / sqrt(D)
+
+    (the middle one is softmax's backward). One op instead of five: fewer
+    temporaries, and the formulas side by side.
+    """
+    q, k = operands(q, k, "attention")
+    operands(q, v, "attention")
+    xp = backend.get_array_module(q.data)
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    scores = mm(q.data, k.data.swapaxes(-1, -2))  # (..., T, S)
+    scores *= scale
+    # a large finite negative, not -inf: a fully hidden row (padding) stays finite
+    hidden = xp.asarray(hidden)
+    xp.copyto(scores, xp.finfo(scores.dtype).min, where=hidden)
+    scores -= scores.max(axis=-1, keepdims=True)
+    probs = xp.exp(scores, out=scores)
+    probs /= probs.sum(axis=-1, keepdims=True)  # P
+    keep = None
+    if training and dropout_p > 0.0:
+        from minilora.creation import default_generator
+
+        keep = (default_generator().random(probs.shape) >= dropout_p).astype(probs.dtype)
+        keep = backend.to_device(keep / probs.dtype.type(1.0 - dropout_p), q.device)
+    used = probs if keep is None else probs * keep
+    out = mm(used, v.data)  # (..., T, D)
+
+    def backward(g):
+        gv = mm(used.swapaxes(-1, -2), g) if v.requires_grad else None
+        gp = mm(g, v.data.swapaxes(-1, -2))  # dL/dP_used
+        if keep is not None:
+            gp *= keep
+        gs = gp - (gp * probs).sum(axis=-1, keepdims=True)
+        gs *= probs
+        gs *= scale
+        xp.copyto(gs, 0.0, where=hidden)  # a hidden score is a constant: no gradient
+        gq = mm(gs, k.data) if q.requires_grad else None
+        gk = mm(gs.swapaxes(-1, -2), q.data) if k.requires_grad else None
+        return gq, gk, gv
+
+    return make_result(out, (q, k, v), backward, "attention")
 
 
 def causal_mask(length: int, device: str = "cpu"):

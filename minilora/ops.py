@@ -253,8 +253,10 @@ def max(a: Tensor, axis=None, keepdims: bool = False) -> Tensor:
     if a.size == 0:
         raise ValueError(f"max: the input of shape {a.shape} is empty")
     kept_values = a.data.max(axis=axes, keepdims=True)
-    out = kept_values if keepdims else kept_values.reshape(
-        tuple(n for i, n in enumerate(a.shape) if i not in axes)
+    out = (
+        kept_values
+        if keepdims
+        else kept_values.reshape(tuple(n for i, n in enumerate(a.shape) if i not in axes))
     )
 
     def backward(g):
@@ -330,7 +332,8 @@ def concat(tensors, axis: int = 0) -> Tensor:
     try:
         out = xp.concatenate([t.data for t in tensors], axis=axis)
     except ValueError as err:
-        raise ValueError(f"concat: shapes {[t.shape for t in tensors]} along axis {axis}: {err}")
+        shapes = [t.shape for t in tensors]
+        raise ValueError(f"concat: shapes {shapes} along axis {axis}: {err}") from None
     ends = np.cumsum([t.shape[axis] for t in tensors])[:-1].tolist()
 
     def backward(g):
@@ -363,7 +366,9 @@ def split(a: Tensor, sizes, axis: int = -1) -> list[Tensor]:
             raise ValueError(f"split: cannot cut length {length} into {sizes} equal pieces")
         sizes = [length // sizes] * sizes
     if builtins.sum(sizes) != length:
-        raise ValueError(f"split: sizes {list(sizes)} add up to {builtins.sum(sizes)}, not {length}")
+        raise ValueError(
+            f"split: sizes {list(sizes)} add up to {builtins.sum(sizes)}, not {length}"
+        )
     starts = np.cumsum([0, *sizes]).tolist()
     lead = (slice(None),) * (axis % a.ndim)
     return [getitem(a, (*lead, slice(s, e))) for s, e in zip(starts[:-1], starts[1:])]

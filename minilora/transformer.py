@@ -100,15 +100,12 @@ class CausalSelfAttention(Module):
         q, k, v = heads(self.q_proj(x)), heads(self.k_proj(x)), heads(self.v_proj(x))
         if cache is not None:
             k, v = cache.extend(self.layer, k, v)  # (B, H, S, D), S = cached + T
-        S = k.shape[2]
-        scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(C // H))  # (B, H, T, S)
-        hidden = causal_mask(T, S, x.device)  # query i sees keys up to S - T + i
+        hidden = causal_mask(T, k.shape[2], x.device)  # (T, S): query i sees keys <= S - T + i
         if key_padding is not None:  # (B, S) True at padding tokens
             hidden = hidden | key_padding[:, None, None, :]
-        # a large finite negative, not -inf: a row of padding stays finite
-        scores = scores.masked_fill(hidden, float(np.finfo(x.dtype).min))
-        att = self.attn_dropout(F.softmax(scores, axis=-1))
-        y = (att @ v).transpose(1, 2).reshape(B, T, C)  # (B, T, C): heads side by side
+        # softmax(Q K^T / sqrt(D), hidden excluded) V, as one fused op (functional.attention)
+        y = F.attention(q, k, v, hidden, self.attn_dropout.p, self.training)  # (B, H, T, D)
+        y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C): heads side by side
         return self.resid_dropout(self.o_proj(y))
 
 

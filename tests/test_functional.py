@@ -198,3 +198,38 @@ def test_embedding_repeated_indices(rows, dim, idx_shape, seed, device):
 def test_causal_mask(device):
     mask = to_host(F.causal_mask(3, device))
     np.testing.assert_array_equal(mask, [[False, True, True], [False, False, True], [False] * 3])
+
+
+# ---- attention ------------------------------------------------------------------------
+def np_attention(q, k, v, hidden):
+    scores = q @ np.swapaxes(k, -1, -2) / math.sqrt(q.shape[-1])
+    scores = np.where(hidden, np.finfo(scores.dtype).min, scores)
+    p = np.exp(scores - scores.max(-1, keepdims=True))
+    return (p / p.sum(-1, keepdims=True)) @ v
+
+
+@given(
+    lead=shapes(0, 2, max_side=3),
+    tsd=st.tuples(st.integers(1, 4), st.integers(0, 3), st.integers(1, 4)),
+    mask_kind=st.sampled_from(["causal", "random", "none"]),
+    data=st.data(),
+)
+def test_attention(lead, tsd, mask_kind, data, device):
+    """softmax(Q K^T / sqrt(D), hidden excluded) V, with causal, random (rows fully
+    hidden included: padding) or no masks, and the mask broadcast over lead dims."""
+    T, extra, D = tsd
+    S = T + extra  # keys: a cache of `extra` earlier positions plus the T new ones
+    q = data.draw(arrays((*lead, T, D)))
+    k, v = data.draw(arrays((*lead, S, D))), data.draw(arrays((*lead, S, D)))
+    if mask_kind == "causal":
+        hidden = np.triu(np.ones((T, S), dtype=bool), k=S - T + 1)
+    elif mask_kind == "random":
+        hidden = np.random.default_rng(data.draw(SEEDS)).random((T, S)) < 0.5
+    else:
+        hidden = np.zeros((T, S), dtype=bool)
+    mask = on(device, hidden)
+    assert_forward(
+        F.attention(leaf(q, device), leaf(k, device), leaf(v, device), mask),
+        np_attention(q, k, v, hidden),
+    )
+    check_grads(lambda q, k, v: F.attention(q, k, v, mask), [q, k, v], device)

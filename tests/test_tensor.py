@@ -347,7 +347,9 @@ def test_frozen_weight_costs_no_weight_gradient_product(
 
 def test_lora_shaped_layer_skips_only_the_frozen_product(products, device):
     """y = x W^T + (x A^T) B^T with W frozen: 3 forward products, 2 + 2 + 1 backward."""
-    x = leaf(values((2, 3, 8)), device)  # an activation from a trainable layer below
+    # an activation from a trainable layer below; 2 x 5 = 10 rows, so no product of x's
+    # rows can be mistaken for W's (6, 8) shape
+    x = leaf(values((2, 5, 8)), device)
     w = leaf(values((6, 8)), device, requires_grad=False)
     a, b = leaf(values((2, 8), 1), device), leaf(values((6, 2), 2), device)
     y = F.linear(x, w) + F.linear(F.linear(x, a), b)
