@@ -26,8 +26,8 @@ from minilora.tensor import no_grad
 from minilora.train import TrainConfig
 
 # The demo's recipe (see README: its measured output).
-DEMO_STEPS = 800
-DEMO_LR = 1e-2
+DEMO_STEPS = 1200
+DEMO_LR = 2e-2
 DEMO_BATCH = 16
 DEMO_EVAL = 200
 
