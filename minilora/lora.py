@@ -158,13 +158,15 @@ class LoRALinear(Module):
                     "no_grad()."
                 )
             return self.base_layer(x)  # W0 + dW is already in the weight
-        h = self.base_layer(x)  # W0 x + b
         if self.disabled or name is None:
-            return h
+            return self.base_layer(x)  # W0 x + b
         config = self.configs[name]
-        z = F.dropout(x, config.dropout, self.training)
-        ba_x = self.lora_B[name](self.lora_A[name](z))  # B (A x): (.., r) then (.., d_out)
-        return h + ba_x * config.scaling
+        # W0 x + b + (alpha/r) B A dropout(x), one fused op (functional.lora_linear)
+        base = self.base_layer
+        A, B = self.lora_A[name].weight, self.lora_B[name].weight
+        return F.lora_linear(
+            x, base.weight, base.bias, A, B, config.scaling, config.dropout, self.training
+        )
 
     @no_grad()
     def merge(self) -> None:
@@ -254,7 +256,10 @@ def inject_lora(
 def snapshot(model: Module) -> tuple[dict, dict]:
     """What inject_lora changes: requires_grad flags, the LoRA layers, their adapters."""
     flags = {id(p): p.requires_grad for p in model.parameters()}
-    layers = {path: (layer.active_adapter, set(layer.configs)) for path, layer in lora_layers(model).items()}
+    layers = {
+        path: (layer.active_adapter, set(layer.configs))
+        for path, layer in lora_layers(model).items()
+    }
     return flags, layers
 
 
