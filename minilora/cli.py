@@ -1,4 +1,4 @@
-"""The ``minilora`` command: demo, pretrain, generate, finetune, merge.
+"""The ``minilora`` command: demo, pretrain, generate, finetune, merge, export-hf, import-hf.
 
 Each sub-command's ``--help`` says what it does and what every option means.
 """
@@ -120,6 +120,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="char-small", help="'char-small' or a checkpoint directory")
     p.add_argument("--adapter", required=True, help="the LoRA adapter directory")
     p.add_argument("--out", required=True, help="output checkpoint directory")
+
+    p = sub.add_parser(
+        "export-hf",
+        help="write a model (and adapter) for Hugging Face transformers and PEFT",
+        description="Convert a minilora model to a Hugging Face GPT-2 checkpoint (config.json, "
+        "model.safetensors, char_tokenizer.json) that "
+        "transformers.GPT2LMHeadModel.from_pretrained(OUT) loads, and optionally a LoRA adapter "
+        "to a PEFT adapter in OUT/adapter that peft.PeftModel.from_pretrained(model, "
+        "'OUT/adapter') loads. q_proj, k_proj and v_proj are fused into GPT-2's c_attn; the "
+        "result computes the same logits. Nothing is written unless the whole conversion "
+        "succeeds.",
+    )
+    p.add_argument("model", metavar="MODEL", help="'char-small' or a minilora checkpoint directory")
+    p.add_argument("out", metavar="OUT", help="a new (or empty) output directory")
+    p.add_argument(
+        "--adapter",
+        default=None,
+        metavar="DIR",
+        help="a minilora LoRA adapter directory, written as a PEFT adapter to OUT/adapter",
+    )
+
+    p = sub.add_parser(
+        "import-hf",
+        help="read a Hugging Face GPT-2 checkpoint (and a PEFT adapter for it)",
+        description="Convert a Hugging Face GPT-2 checkpoint directory (config.json + "
+        "model.safetensors, as GPT2LMHeadModel.save_pretrained writes them) into a minilora "
+        "checkpoint, and optionally a PEFT LoRA adapter made for it into a minilora adapter in "
+        "OUT/adapter. GPT-2's fused c_attn is split into q_proj, k_proj and v_proj. What cannot "
+        "be converted exactly (another activation, an untied head, DoRA, a LoRA bias, ...) is "
+        "refused by name, and nothing is written unless the whole conversion succeeds.",
+    )
+    p.add_argument("directory", metavar="DIR", help="a GPT-2 checkpoint directory")
+    p.add_argument("out", metavar="OUT", help="a new (or empty) output directory")
+    p.add_argument(
+        "--adapter",
+        default=None,
+        metavar="DIR",
+        help="a PEFT LoRA adapter directory (adapter_config.json + adapter_model.safetensors), "
+        "written as a minilora adapter to OUT/adapter",
+    )
     return parser
 
 
@@ -258,12 +298,55 @@ def _demo(args, command):
     )
 
 
+def _export_hf(args, command):
+    from minilora.adapters import load_adapter
+    from minilora.hf import save_gpt2
+    from minilora.io import CheckpointError
+    from minilora.pretrained import resolve_model
+
+    try:
+        model, tokenizer, _ = resolve_model(args.model)
+        if args.adapter:
+            load_adapter(model, args.adapter)
+        save_gpt2(model, args.out, tokenizer, base_model_name=args.model)
+    except (CheckpointError, ValueError, FileNotFoundError) as err:
+        raise SystemExit(f"minilora export-hf: {err}") from None
+    print(
+        f"GPT-2 checkpoint written to {args.out}: load it with "
+        f"transformers.GPT2LMHeadModel.from_pretrained({str(args.out)!r})"
+    )
+    if args.adapter:
+        print(
+            f"PEFT adapter written to {Path(args.out) / 'adapter'}: load it with "
+            "peft.PeftModel.from_pretrained(model, that directory)"
+        )
+
+
+def _import_hf(args, command):
+    from minilora.hf import import_gpt2
+    from minilora.io import CheckpointError
+
+    try:
+        import_gpt2(args.directory, args.out, args.adapter, meta={"command": command})
+    except (CheckpointError, ValueError) as err:
+        raise SystemExit(f"minilora import-hf: {err}") from None
+    print(f"minilora checkpoint written to {args.out}")
+    if args.adapter:
+        adapter = Path(args.out) / "adapter"
+        print(
+            f"LoRA adapter written to {adapter} (minilora generate --model {args.out} "
+            f"--adapter {adapter})"
+        )
+
+
 COMMANDS = {
     "demo": _demo,
     "pretrain": _pretrain,
     "generate": _generate,
     "finetune": _finetune,
     "merge": _merge,
+    "export-hf": _export_hf,
+    "import-hf": _import_hf,
 }
 
 if __name__ == "__main__":

@@ -196,24 +196,38 @@ def _pattern_value(patterns: dict, key: str, default):
 
 
 def _split_qkv(A, B, R: int, C: int):
-    """c_attn's (A, B) as {projection: (A, B)} of rank R each, or None if it cannot be."""
+    """c_attn's (A, B) as {projection: (A, B)} of rank R each, or None if it cannot be.
+
+    First choice: the block structure of our exports, where the projections whose
+    rows of B are nonzero own one block of R columns each, in order. Next, every
+    projection takes the whole A and its rows of B (when c_attn's rank is R).
+    Last, blocks assigned to projections in order, zero rows allowed (a B that is
+    still zero: any assignment has the same, zero, effect).
+    """
     rows = [B[j * C : (j + 1) * C] for j in range(3)]
+    used = tuple(j for j in range(3) if rows[j].any())
+
+    def blocks(chosen):  # projection chosen[g] owns columns g R .. (g + 1) R
+        if len(chosen) * R != len(A) or any(rows[j].any() for j in range(3) if j not in chosen):
+            return None
+        for g, j in enumerate(chosen):
+            outside = np.ones(len(A), dtype=bool)
+            outside[g * R : (g + 1) * R] = False
+            if rows[j][:, outside].any():
+                return None
+        return {
+            QKV[j]: (A[g * R : (g + 1) * R], rows[j][:, g * R : (g + 1) * R])
+            for g, j in enumerate(chosen)
+        }
+
+    if used and (split := blocks(used)) is not None:
+        return split
     if len(A) == R:  # every projection gets the whole A and its rows of B
         return {p: (A, rows[j]) for j, p in enumerate(QKV)}
-    n = len(A) // R
-    if len(A) % R or n > 3:
-        return None
-    for chosen in itertools.combinations(range(3), n):  # projection j owns column block g
-        outside = np.ones((n, len(A)), dtype=bool)
-        for g in range(n):
-            outside[g, g * R : (g + 1) * R] = False
-        if all(not rows[j].any() for j in range(3) if j not in chosen) and all(
-            not rows[j][:, outside[g]].any() for g, j in enumerate(chosen)
-        ):
-            return {
-                QKV[j]: (A[g * R : (g + 1) * R], rows[j][:, g * R : (g + 1) * R])
-                for g, j in enumerate(chosen)
-            }
+    for n in (1, 2, 3):
+        for chosen in itertools.combinations(range(3), n):
+            if (split := blocks(chosen)) is not None:
+                return split
     return None
 
 
@@ -284,14 +298,11 @@ def read_peft_adapter(directory, config) -> tuple[LoRAConfig, dict]:
         units[layer, kind] = (f["A"], f["B"], _scaling(float(alpha), r, rslora))
     other_ranks = {len(A) for (_, kind), (A, _, _) in units.items() if kind != "attn.c_attn"}
     fused = {k: u for k, u in units.items() if k[1] == "attn.c_attn"}
-    candidates = (
-        sorted(other_ranks)
-        if len(other_ranks) == 1
-        else sorted(
-            {len(A) // n for A, _, _ in fused.values() for n in (3, 2, 1) if len(A) % n == 0}
-        )
-    )
-    for R in candidates if len(other_ranks) <= 1 else []:
+    if other_ranks:  # c_attn must come to the rank of the other modules
+        candidates = sorted(other_ranks) if len(other_ranks) == 1 else []
+    else:  # c_attn alone: the smallest rank its B's block structure allows
+        candidates = sorted({len(A) // n for A, _, _ in fused.values() for n in (1, 2, 3)})
+    for R in candidates:
         split = {k: _split_qkv(A, B, R, C) for k, (A, B, _) in fused.items()}
         if all(s is not None for s in split.values()):
             break
@@ -328,12 +339,13 @@ def read_peft_adapter(directory, config) -> tuple[LoRAConfig, dict]:
     return lora, weights
 
 
-def apply_adapter(model, lora: LoRAConfig, weights: dict, adapter_name: str = "default"):
+def apply_adapter(model, lora: LoRAConfig, weights: dict, adapter_name="default", source=None):
     """Inject ``lora`` into ``model`` and set its A and B to ``weights``; returns model."""
     try:
         inject_lora(model, lora, adapter_name, generator=np.random.default_rng(0))
     except ValueError as err:
-        raise io.CheckpointError(f"the adapter does not fit this model: {err}") from None
+        where = f"{source}: " if source is not None else ""
+        raise io.CheckpointError(f"{where}the adapter does not fit this model: {err}") from None
     with no_grad():
         for path, (A, B) in weights.items():
             layer = model.get_submodule(path)
@@ -346,4 +358,4 @@ def apply_adapter(model, lora: LoRAConfig, weights: dict, adapter_name: str = "d
 def inject_peft_adapter(model, directory, adapter_name: str = "default"):
     """Read a PEFT adapter for GPT-2 from ``directory`` and inject it into ``model`` (ours)."""
     lora, weights = read_peft_adapter(directory, model.config)
-    return apply_adapter(model, lora, weights, adapter_name)
+    return apply_adapter(model, lora, weights, adapter_name, source=directory)
