@@ -1,4 +1,4 @@
-"""The `minilora` command end to end on tiny settings: pretrain, generate, finetune, merge, --help."""
+"""The `minilora` command end to end on tiny settings: pretrain, generate, finetune, merge."""
 
 import json
 
