@@ -149,10 +149,11 @@ def to_numpy(array) -> np.ndarray:
 def scatter_add(target, index, values) -> None:
     """``target[index] += values`` where repeated indices add up (unbuffered), in place.
 
-    NumPy spells it ``np.add.at``; CuPy ``cupyx.scatter_add``.
+    NumPy and CuPy (13 and later) spell it ``add.at``; older CuPy ``cupyx.scatter_add``.
     """
-    if isinstance(target, np.ndarray):
-        np.add.at(target, index, values)
+    xp = get_array_module(target)
+    if hasattr(xp.add, "at"):
+        xp.add.at(target, index, values)
     else:
         import cupyx
 
