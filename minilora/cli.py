@@ -1,4 +1,5 @@
-"""The ``minilora`` command: demo, pretrain, generate, finetune, merge, export-hf, import-hf.
+"""The ``minilora`` command: demo, pretrain, generate, finetune, merge, export-hf, import-hf,
+reproduce (the paper's tables and figures) and exercises (course material).
 
 Each sub-command's ``--help`` says what it does and what every option means.
 """
@@ -6,6 +7,7 @@ Each sub-command's ``--help`` says what it does and what every option means.
 from __future__ import annotations
 
 import argparse
+import importlib
 import shlex
 import sys
 from pathlib import Path
@@ -160,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="a PEFT LoRA adapter directory (adapter_config.json + adapter_model.safetensors), "
         "written as a minilora adapter to OUT/adapter",
     )
+    for module_name in COMMAND_MODULES:
+        COMMANDS.update(importlib.import_module(module_name).add_cli(sub))
     return parser
 
 
@@ -338,6 +342,10 @@ def _import_hf(args, command):
             f"--adapter {adapter})"
         )
 
+
+# Sub-commands that live beside the code they run: each module's add_cli(subparsers) adds its
+# parsers and returns {name: handler(args, command)}.
+COMMAND_MODULES = ("minilora.reproduce",)
 
 COMMANDS = {
     "demo": _demo,

@@ -1,0 +1,258 @@
+"""One harness for every table of the paper's section 5 (``minilora reproduce``).
+
+A ``Run`` is everything that decides one fine-tuning run: the method and its
+settings (``minilora.baselines``), the task, the seed, the learning rate and
+the step budget. ``execute(run)`` trains it from the shipped base model and
+returns its record: the test score (exact match for sql, accuracy for nli),
+the validation loss, trainable and total parameters, the median time of a
+training step, and the bytes of training state and of the task's checkpoint.
+
+Records are cached on disk, one JSON file per run named by a hash of its
+settings and written atomically (temporary name, then rename), so a re-run
+computes only what is missing and an interrupted one leaves no half-written
+entry. Every run is repeatable bit for bit on the CPU for its seed: the seed
+draws the new modules' initialisation and the batches; the data splits are
+fixed (task seed 0), so every run of a task is scored on the same questions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from minilora import io
+from minilora.baselines import check_method
+from minilora.tasks import TASKS
+
+BASE = "char-small"
+N_VAL = 200  # validation questions (for the validation loss and the lr sweep)
+METRICS = {"sql": "exact match", "nli": "accuracy"}
+
+
+def _plain(value):
+    """Settings as JSON-stable values: tuples and lists become tuples of plain values."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_plain(v) for v in value)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+@dataclass(frozen=True)
+class Run:
+    """The settings of one run; ``key()`` names its cache entry."""
+
+    method: str
+    task: str
+    settings: tuple = ()  # sorted (name, value) pairs; a dict is accepted and sorted
+    seed: int = 0
+    steps: int = 400
+    batch_size: int = 16
+    lr: float = 2e-2
+    n_train: int = 4000
+    n_eval: int = 200  # questions scored (0: none)
+    split: str = "test"  # scored on: "test" for the tables, "val" to choose learning rates
+    base: str = BASE
+
+    def __post_init__(self):
+        pairs = dict(self.settings)
+        check_method(self.method, pairs)  # unknown method or setting: ValueError
+        object.__setattr__(
+            self, "settings", tuple(sorted((k, _plain(v)) for k, v in pairs.items()))
+        )
+        if self.task not in TASKS:
+            raise ValueError(f"unknown task {self.task!r}; valid tasks: {', '.join(TASKS)}")
+        for name in ("steps", "batch_size", "n_train"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"Run.{name}={getattr(self, name)!r} must be an integer >= 1")
+        if not isinstance(self.n_eval, int) or self.n_eval < 0:
+            raise ValueError(f"Run.n_eval={self.n_eval!r} must be an integer >= 0")
+        if self.split not in ("test", "val"):
+            raise ValueError(f"Run.split={self.split!r}: expected 'test' or 'val'")
+        if not self.lr > 0:
+            raise ValueError(f"Run.lr={self.lr!r} must be > 0")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["settings"] = {k: list(v) if isinstance(v, tuple) else v for k, v in self.settings}
+        return d
+
+    def key(self) -> str:
+        digest = hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+        return f"{self.method}-{self.task}-seed{self.seed}-{digest[:16]}"
+
+    def label(self) -> str:
+        """A short human description: the method and its settings."""
+        from minilora.baselines import LABELS
+
+        parts = []
+        for k, v in self.settings:
+            if k == "targets":
+                parts.append("+".join(f"W{t}" for t in v))
+            elif v is not None:
+                parts.append(f"{k}={v}")
+        return LABELS[self.method] + (f" ({', '.join(parts)})" if parts else "")
+
+
+# --------------------------------------------------------------------------- one run
+
+
+def score(model, tokenizer, task: str, examples) -> float:
+    """Exact match (sql) or accuracy (nli) of greedy completions on ``examples``."""
+    from minilora.finetune import complete
+    from minilora.tasks import accuracy, exact_match
+
+    predictions = complete(model, tokenizer, [p for p, _ in examples])
+    answers = [a for _, a in examples]
+    return (accuracy if task == "nli" else exact_match)(predictions, answers)
+
+
+def execute(run: Run, progress: bool = False) -> dict:
+    """Train ``run`` from the base model and measure it: the record to cache."""
+    from minilora.baselines import apply_method
+    from minilora.finetune import task_batcher
+    from minilora.lora import count_parameters
+    from minilora.pretrained import load_pretrained
+    from minilora.tasks import make_task
+    from minilora.train import TrainConfig, train
+
+    started = time.perf_counter()
+    gpt, tokenizer, _ = load_pretrained(run.base)
+    n_val = max(N_VAL, run.n_eval) if run.split == "val" else N_VAL
+    n_test = run.n_eval if run.split == "test" else 0
+    task = make_task(run.task, n_train=run.n_train, n_val=n_val, n_test=n_test, seed=0)
+    scored = task.test if run.split == "test" else task.val[: run.n_eval]
+    model = apply_method(gpt, run.method, dict(run.settings), np.random.default_rng(run.seed))
+    counts = count_parameters(model)
+    config = TrainConfig(
+        steps=run.steps,
+        batch_size=run.batch_size,
+        lr=run.lr,
+        warmup=max(1, run.steps // 20),
+        weight_decay=0.0,
+        eval_every=0,
+        eval_batches=8,
+        seed=run.seed,
+        progress=progress,
+    )
+    get_batch = task_batcher(task, tokenizer, run.batch_size, gpt.config.block_size)
+    result = train(model, get_batch, config)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    weights = sum(int(p.data.nbytes) for p in trainable)
+    grads = sum(int(p.grad.nbytes) for p in trainable if p.grad is not None)
+    t0 = time.perf_counter()
+    test_score = score(model, tokenizer, run.task, scored) if run.n_eval else None
+    return {
+        "key": run.key(),
+        "run": run.to_dict(),
+        "label": run.label(),
+        "metric": METRICS[run.task],
+        "score": test_score,
+        "val_loss": result.history[-1]["val_loss"],
+        "final_train_loss": result.final_train_loss,
+        "trainable": counts.trainable,
+        "total": counts.total,
+        "step_ms": 1000 * result.step_seconds,
+        "train_seconds": result.seconds,
+        "eval_seconds": time.perf_counter() - t0,
+        "seconds": time.perf_counter() - started,
+        # what training holds beyond the frozen model: gradients and AdamW's m and v
+        "state_bytes": grads + 2 * weights,
+        "checkpoint_bytes": weights,  # what a task's checkpoint must store
+        "trained_digest": hashlib.sha256(
+            b"".join(p.numpy().tobytes() for p in trainable)
+        ).hexdigest()[:16],
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": machine(),
+    }
+
+
+def machine() -> str:
+    threads = os.environ.get("OMP_NUM_THREADS") or os.environ.get("OPENBLAS_NUM_THREADS")
+    return (
+        f"{platform.machine()}, {os.cpu_count()} CPUs"
+        f"{f', {threads} BLAS threads' if threads else ''}, Python "
+        f"{platform.python_version()}, numpy {np.__version__}"
+    )
+
+
+# --------------------------------------------------------------------------- the cache
+
+
+@dataclass
+class Cache:
+    """Run records as ``directory/<run key>.json``, each written atomically."""
+
+    directory: Path
+    hits: int = field(default=0, init=False)
+
+    def __post_init__(self):
+        self.directory = Path(self.directory)
+
+    def path(self, run: Run) -> Path:
+        return self.directory / f"{run.key()}.json"
+
+    def get(self, run: Run) -> dict | None:
+        path = self.path(run)
+        if not path.is_file():
+            return None
+        try:
+            record = io.read_json(path)
+        except io.CheckpointError:
+            return None  # unreadable: computed again (and replaced)
+        return record if record.get("key") == run.key() else None
+
+    def put(self, run: Run, record: dict) -> None:
+        io.write_json(self.path(run), record)
+
+
+def _execute_into(args) -> dict:
+    """Worker: run one and write its record (so a killed pool keeps what finished)."""
+    run, directory = args
+    record = execute(run)
+    Cache(directory).put(run, record)
+    return record
+
+
+def run_all(runs, cache_dir, progress: bool = True, jobs: int = 1, desc: str = "runs") -> list:
+    """The records of ``runs`` (in order): cached ones read, the others executed and cached.
+
+    ``jobs`` > 1 executes missing runs in that many worker processes (each
+    run is still repeatable: it depends on its own settings alone).
+    """
+    from tqdm.auto import tqdm
+
+    cache = Cache(cache_dir)
+    unique = list(dict.fromkeys(runs))
+    records = {r: cache.get(r) for r in unique}
+    missing = [r for r in unique if records[r] is None]
+    bar = tqdm(
+        total=len(unique), initial=len(unique) - len(missing), desc=desc, unit="run",
+        disable=not progress,
+    )  # fmt: skip
+    if jobs > 1 and len(missing) > 1:
+        import multiprocessing
+
+        with multiprocessing.get_context("spawn").Pool(min(jobs, len(missing))) as pool:
+            work = [(r, cache.directory) for r in missing]
+            for record in pool.imap_unordered(_execute_into, work):
+                records[next(r for r in missing if r.key() == record["key"])] = record
+                bar.update()
+    else:
+        for r in missing:
+            bar.set_postfix_str(f"{r.label()}, {r.task}, seed {r.seed}")
+            records[r] = execute(r)
+            cache.put(r, records[r])
+            bar.update()
+    bar.close()
+    return [records[r] for r in runs]
+
+
+__all__ = ["BASE", "METRICS", "Cache", "Run", "execute", "run_all", "score"]
