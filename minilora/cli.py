@@ -345,7 +345,7 @@ def _import_hf(args, command):
 
 # Sub-commands that live beside the code they run: each module's add_cli(subparsers) adds its
 # parsers and returns {name: handler(args, command)}.
-COMMAND_MODULES = ("minilora.reproduce",)
+COMMAND_MODULES = ("minilora.reproduce", "minilora.exercises")
 
 COMMANDS = {
     "demo": _demo,

@@ -1,0 +1,176 @@
+"""Golden vectors: fixed inputs and the engine's outputs, for graders in any framework.
+
+One command writes them (``minilora exercises golden OUT_DIR``); the shipped copy
+is ``minilora/golden/v1/`` (this module is ``minilora.golden``; that folder holds
+only data files):
+
+* ``golden.safetensors``: every array, under the key ``CASE/in/NAME`` or
+  ``CASE/out/NAME``, float64 (integers as int64; numbers as 0-d arrays). Any
+  framework reads it (``safetensors.numpy``, ``safetensors.torch``, ...).
+* ``manifest.json``: the minilora version, dtype and tolerances, and for every
+  case its function's signature and formula, the seed its inputs were drawn
+  with, the exercise it belongs to, and its inputs and outputs in call order.
+
+A grader checks any implementation, ours or a student's, by calling it on a
+case's inputs (in the manifest's order) and comparing every output ``got`` with
+the stored ``want``: pass if ``max|got - want| <= atol + rtol * max|want|`` with
+the manifest's tolerance for the dtype the implementation computed in.
+
+``reproduce(device)`` recomputes every case with minilora's engine (on NumPy,
+or CuPy with "cuda"): the tests hold the engine to the stored vectors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+from minilora.golden_cases import DTYPE, GoldenCase, golden_cases
+
+__all__ = ["DTYPE", "GoldenCase", "golden_cases", "load_golden", "make_golden", "reproduce"]
+
+FORMAT = "minilora-golden"
+FORMAT_VERSION = 1
+GOLDEN_DIR = Path(__file__).parent / "golden" / f"v{FORMAT_VERSION}"
+WEIGHTS, MANIFEST = "golden.safetensors", "manifest.json"
+# normwise: max|got - want| <= atol + rtol * max|want|
+TOLERANCE = {
+    "float64": {"rtol": 1e-9, "atol": 1e-12},
+    "float32": {"rtol": 1e-4, "atol": 1e-6},
+}
+
+
+# ---- writing, reading, checking ----------------------------------------------------------
+
+
+def _stored(value) -> np.ndarray:
+    if isinstance(value, tuple):  # a shape
+        return np.asarray(value, dtype=np.int64)
+    if isinstance(value, (int, np.integer)) or np.asarray(value).dtype.kind in "iu":
+        return np.asarray(value, dtype=np.int64)
+    return np.asarray(value, dtype=DTYPE)
+
+
+def _kind(value) -> str:
+    if isinstance(value, tuple):
+        return "shape"
+    if isinstance(value, (int, np.integer)):
+        return "int"
+    return "float" if np.ndim(value) == 0 else "array"
+
+
+def make_golden(out_dir) -> Path:
+    """Compute every case with the engine on NumPy; write golden.safetensors + manifest.json."""
+    from safetensors.numpy import save
+
+    import minilora
+    from minilora.io import write_atomic, write_json
+
+    out_dir = Path(out_dir)
+    arrays, entries = {}, []
+    for case in golden_cases():
+        inputs = case.inputs
+        outputs = case.reference(inputs, "cpu")
+        ins, outs = [], []
+        for name, value in inputs.items():
+            key = f"{case.name}/in/{name}"
+            arrays[key] = _stored(value)
+            ins.append(
+                {"name": name, "key": key, "kind": _kind(value), "shape": list(np.shape(value))}
+            )
+        for name, value in outputs.items():
+            key = f"{case.name}/out/{name}"
+            arrays[key] = _stored(value)
+            outs.append({"name": name, "key": key, "shape": list(arrays[key].shape)})
+        entries.append(
+            {
+                "name": case.name,
+                "signature": case.signature,
+                "formula": case.formula,
+                "function": case.function,
+                "exercise": case.exercise,
+                "dtype": "float64",
+                "seed": case.seed,
+                "inputs": ins,
+                "outputs": outs,
+            }
+        )
+    # safetensors directly, not io.save_arrays: np.ascontiguousarray would turn 0-d into 1-d
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_atomic(out_dir / WEIGHTS, save(arrays, metadata={"format": FORMAT}))
+    digest = hashlib.sha256((out_dir / WEIGHTS).read_bytes()).hexdigest()
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "minilora_version": minilora.__version__,
+        "numpy_version": np.__version__,
+        "made_by": "minilora exercises golden OUT_DIR",
+        "dtype": "float64 (integer inputs as int64, numbers as 0-d arrays)",
+        "seed": "per case: numpy.random.default_rng(seed) draws that case's inputs",
+        "tolerance": TOLERANCE,
+        "how_to_check": "call the function with each case's inputs in order (kind 'shape' as a "
+        "tuple, 'int' as an int, 'float' as a float); pass if max|got - want| <= atol + rtol * "
+        "max|want| for every output, with the tolerance of the dtype you computed in",
+        "weights": WEIGHTS,
+        "sha256": digest,
+        "cases": entries,
+    }
+    write_json(out_dir / MANIFEST, manifest)
+    for name in (WEIGHTS, MANIFEST):  # readable by all, like any data file (mkstemp gives 0600)
+        (out_dir / name).chmod(0o644)
+    return out_dir
+
+
+def load_golden(directory=None) -> tuple[dict, dict]:
+    """(manifest, arrays) of a golden directory (default: the shipped ``minilora/golden/v1``)."""
+    from minilora.io import CheckpointError, load_arrays
+
+    directory = Path(directory) if directory is not None else GOLDEN_DIR
+    manifest = json.loads((directory / MANIFEST).read_text())
+    if manifest.get("format") != FORMAT or manifest.get("format_version", 0) > FORMAT_VERSION:
+        raise CheckpointError(f"{directory / MANIFEST}: not a {FORMAT} v{FORMAT_VERSION} manifest")
+    return manifest, load_arrays(directory / manifest["weights"])
+
+
+def case_arguments(entry: dict, arrays: dict) -> dict:
+    """A manifest case's inputs as Python values, in call order."""
+    out = {}
+    for spec in entry["inputs"]:
+        value = arrays[spec["key"]]
+        kind = spec["kind"]
+        out[spec["name"]] = (
+            tuple(int(v) for v in value) if kind == "shape"
+            else int(value) if kind == "int"
+            else float(value) if kind == "float"
+            else np.array(value)
+        )  # fmt: skip
+    return out
+
+
+def within(got, want, dtype: str = "float64") -> tuple[bool, float]:
+    """(passes, max|got - want|) under the normwise tolerance of ``dtype``."""
+    got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
+    if got.shape != want.shape:
+        return False, float("inf")
+    tol = TOLERANCE[dtype]
+    diff = float(np.max(np.abs(got - want))) if want.size else 0.0
+    scale = float(np.max(np.abs(want))) if want.size else 0.0
+    return diff <= tol["atol"] + tol["rtol"] * scale, diff
+
+
+def reproduce(device: str = "cpu", directory=None) -> list[dict]:
+    """Recompute every stored case with the engine on ``device``; one row per output."""
+    manifest, arrays = load_golden(directory)
+    references = {case.name: case.reference for case in golden_cases()}
+    rows = []
+    for entry in manifest["cases"]:
+        outputs = references[entry["name"]](case_arguments(entry, arrays), device)
+        for spec in entry["outputs"]:
+            ok, diff = within(outputs[spec["name"]], arrays[spec["key"]])
+            rows.append(
+                {"case": entry["name"], "output": spec["name"], "ok": ok, "max_abs_diff": diff}
+            )
+    return rows
