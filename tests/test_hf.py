@@ -1,109 +1,40 @@
-"""minilora.hf and minilora.hf_adapters without torch: layouts, round trips, refusals.
+"""minilora.hf without torch: GPT-2 layouts, round trips, refusals, the commands.
+
+Adapter conversions are in test_hf_adapters.py.
 
 The checks against transformers and PEFT themselves are in test_compat_torch.py
-(they need the ``compat`` extra). Here GPT-2's forward pass is written once more
-in NumPy, from GPT-2's own layout (Conv1D: y = x @ W + b, c_attn = [q | k | v]),
-so that an export is checked against GPT-2's arithmetic even where torch is absent.
+(they need the ``compat`` extra). Here an export is checked against GPT-2's forward
+pass written once more in NumPy (hf_reference.py, from GPT-2's own layout: Conv1D
+y = x @ W + b, c_attn = [q | k | v]), so the arithmetic is checked even without torch.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 
 import numpy as np
 import pytest
+from hf_reference import (  # noqa: E402
+    PREFIX,
+    VOCAB,
+    add_lora,
+    gpt2_reference_logits,
+    ids_for,
+    logits,
+    peft_arrays,
+    random_gpt,
+    read_exported,
+    write_peft,
+)
 from safetensors.numpy import save_file
 
 from minilora import hf, hf_adapters, io
-from minilora.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, load_adapter, save_adapter
+from minilora.adapters import ADAPTER_CONFIG, load_adapter, save_adapter
 from minilora.cli import build_parser, main
 from minilora.data import CharTokenizer
-from minilora.lora import LoRAConfig, inject_lora, lora_layers, merge
+from minilora.lora import LoRAConfig, inject_lora, merge
 from minilora.tensor import no_grad
-from minilora.transformer import GPT, GPTConfig
-
-VOCAB = "abcdefghijklm"
-PREFIX = "base_model.model.transformer."
-
-
-def random_gpt(seed=0, n_layer=2, n_head=4, d_model=12, bias=True, vocab=13, block=16):
-    """A GPT whose every parameter (biases, LayerNorm scales included) is random."""
-    rng = np.random.default_rng(seed)
-    config = GPTConfig(
-        vocab_size=vocab,
-        block_size=block,
-        n_layer=n_layer,
-        n_head=n_head,
-        d_model=d_model,
-        bias=bias,
-    )
-    model = GPT(config, generator=rng)
-    for _, p in model.named_parameters():
-        p.data = p.data + rng.normal(0.0, 0.3, p.shape).astype(np.float32)
-    return model.eval()
-
-
-def add_lora(model, seed=1, targets=("q_proj", "v_proj"), r=2, alpha=3.0, rslora=False):
-    """Inject LoRA with B random (nonzero), as after some training."""
-    rng = np.random.default_rng(seed)
-    inject_lora(
-        model,
-        LoRAConfig(r=r, alpha=alpha, target_modules=targets, use_rslora=rslora),
-        generator=rng,
-    )
-    for layer in lora_layers(model).values():
-        B = layer.lora_B["default"].weight
-        B.data = rng.normal(0.0, 0.5, B.shape).astype(np.float32)
-    return model
-
-
-def logits(model, ids):
-    with no_grad():
-        return model(ids)[0].numpy()
-
-
-def gpt2_reference_logits(state, config, ids):
-    """GPT-2's forward pass from its own checkpoint layout, in float64 NumPy."""
-    g = {k.removeprefix("transformer."): np.asarray(v, np.float64) for k, v in state.items()}
-    C, H, eps = config["n_embd"], config["n_head"], config["layer_norm_epsilon"]
-
-    def ln(x, name):
-        mu = x.mean(-1, keepdims=True)
-        var = ((x - mu) ** 2).mean(-1, keepdims=True)
-        return (x - mu) / np.sqrt(var + eps) * g[name + ".weight"] + g[name + ".bias"]
-
-    def conv1d(x, name):  # transformers' Conv1D: weight (in, out)
-        return x @ g[name + ".weight"] + g[name + ".bias"]
-
-    def gelu_new(x):
-        return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
-
-    def heads(t):  # (B, T, C) -> (B, H, T, D)
-        return t.reshape(*t.shape[:2], H, C // H).swapaxes(1, 2)
-
-    T = ids.shape[1]
-    x = g["wte.weight"][ids] + g["wpe.weight"][:T]
-    future = np.triu(np.ones((T, T), dtype=bool), k=1)
-    for i in range(config["n_layer"]):
-        h = f"h.{i}."
-        q, k, v = np.split(conv1d(ln(x, h + "ln_1"), h + "attn.c_attn"), 3, axis=-1)
-        att = heads(q) @ heads(k).swapaxes(-1, -2) / math.sqrt(C // H)
-        att = np.exp(np.where(future, -np.inf, att - att.max(-1, keepdims=True)))
-        att /= att.sum(-1, keepdims=True)
-        x = x + conv1d((att @ heads(v)).swapaxes(1, 2).reshape(x.shape), h + "attn.c_proj")
-        x = x + conv1d(gelu_new(conv1d(ln(x, h + "ln_2"), h + "mlp.c_fc")), h + "mlp.c_proj")
-    return ln(x, "ln_f") @ g["wte.weight"].T  # the tied head
-
-
-def ids_for(config, seed=0, batch=2):
-    return np.random.default_rng(seed).integers(0, config.vocab_size, (batch, config.block_size))
-
-
-def read_exported(directory):
-    return io.load_arrays(directory / hf.WEIGHTS_NAME), io.read_json(directory / hf.CONFIG_NAME)
-
 
 # ---- the model ---------------------------------------------------------------------------
 
@@ -185,152 +116,6 @@ def test_import_reads_a_sharded_checkpoint(tmp_path):
     back, _ = hf.load_gpt2(tmp_path / "gpt2")
     ids = ids_for(model.config)
     np.testing.assert_array_equal(logits(back, ids), logits(model, ids))
-
-
-# ---- adapters ---------------------------------------------------------------------------
-
-TARGETS = [
-    ("q_proj", "v_proj"),
-    ("q_proj", "k_proj", "v_proj", "o_proj", "fc_in", "fc_out"),
-    ("v_proj", "fc_out"),
-    ("k_proj",),
-]
-
-
-@pytest.mark.parametrize("rslora", [False, True])
-@pytest.mark.parametrize("targets", TARGETS)
-def test_adapter_export_fuses_qkv_exactly(targets, rslora):
-    model = add_lora(random_gpt(), targets=targets, rslora=rslora)
-    arrays, config = hf_adapters.peft_adapter(model)
-    assert config["fan_in_fan_out"] is True and config["task_type"] == "CAUSAL_LM"
-    assert config["peft_type"] == "LORA" and config["use_rslora"] is rslora
-    C, layers = model.config.d_model, lora_layers(model)
-    n = sum(t in targets for t in ("q_proj", "k_proj", "v_proj"))
-    for i in range(model.config.n_layer):
-        key = f"{PREFIX}h.{i}.attn.c_attn"
-        if not n:
-            assert f"{key}.lora_A.weight" not in arrays
-            continue
-        A, B = arrays[f"{key}.lora_A.weight"], arrays[f"{key}.lora_B.weight"]
-        assert A.shape == (2 * n, C) and B.shape == (3 * C, 2 * n)  # (r, in), (out, r)
-        r = config["rank_pattern"].get("attn.c_attn", config["r"])
-        alpha = config["alpha_pattern"].get("attn.c_attn", config["lora_alpha"])
-        assert r == 2 * n
-        scaling = alpha / (math.sqrt(r) if rslora else r)
-        assert scaling == pytest.approx(3.0 / (math.sqrt(2) if rslora else 2), rel=1e-15)
-        fused = scaling * B.astype(np.float64) @ A  # dW of c_attn in (out, in) form
-        for j, p in enumerate(("q_proj", "k_proj", "v_proj")):
-            layer = layers.get(f"blocks.{i}.attn.{p}")
-            expected = np.zeros((C, C)) if layer is None else layer.delta_weight()
-            np.testing.assert_allclose(fused[j * C : (j + 1) * C], expected, atol=1e-6)
-
-
-@pytest.mark.parametrize("rslora", [False, True])
-@pytest.mark.parametrize("targets", TARGETS)
-def test_adapter_round_trip_is_exact_in_effect(tmp_path, targets, rslora):
-    model = add_lora(random_gpt(), targets=targets, rslora=rslora)
-    hf.save_gpt2(model, tmp_path / "gpt2", CharTokenizer(VOCAB))
-    hf.import_gpt2(tmp_path / "gpt2", tmp_path / "back", adapter=tmp_path / "gpt2" / "adapter")
-    back, _, _ = io.load_model(tmp_path / "back")
-    load_adapter(back, tmp_path / "back" / hf.ADAPTER_SUBDIR)
-    mine, theirs = lora_layers(model), lora_layers(back)
-    assert sorted(theirs) == sorted(mine)  # k_proj is not adapted when it was not
-    for path, layer in mine.items():
-        assert theirs[path].configs["default"].r == 2
-        np.testing.assert_array_equal(theirs[path].delta_weight(), layer.delta_weight())
-    ids = ids_for(model.config)
-    np.testing.assert_array_equal(logits(back.eval(), ids), logits(model, ids))
-
-
-def test_exported_adapter_computes_gpt2_logits_with_the_merged_c_attn(tmp_path):
-    model = add_lora(random_gpt(), targets=("q_proj", "v_proj", "o_proj", "fc_in"))
-    hf.save_gpt2(model, tmp_path / "gpt2")
-    state, config = read_exported(tmp_path / "gpt2")
-    adapter = io.load_arrays(tmp_path / "gpt2" / "adapter" / ADAPTER_WEIGHTS)
-    peft = io.read_json(tmp_path / "gpt2" / "adapter" / ADAPTER_CONFIG)
-    merged = {k: v.astype(np.float64) for k, v in state.items()}
-    for key in adapter:
-        if key.endswith("lora_A.weight"):
-            module = key.removeprefix("base_model.model.").removesuffix(".lora_A.weight")
-            leaf = module.split(".", 3)[3]
-            r = peft["rank_pattern"].get(leaf, peft["r"])
-            alpha = peft["alpha_pattern"].get(leaf, peft["lora_alpha"])
-            B = adapter[key.replace("lora_A", "lora_B")].astype(np.float64)
-            merged[module + ".weight"] += (alpha / r * B @ adapter[key]).T  # fan_in_fan_out
-    ids = ids_for(model.config)
-    model.to(dtype=np.float64)
-    np.testing.assert_allclose(
-        logits(model, ids), gpt2_reference_logits(merged, config, ids), atol=1e-10, rtol=0
-    )
-
-
-def write_peft(directory, arrays, **config):
-    directory.mkdir(parents=True, exist_ok=True)
-    base = {
-        "peft_type": "LORA",
-        "task_type": "CAUSAL_LM",
-        "r": 2,
-        "lora_alpha": 4,
-        "target_modules": ["c_attn"],
-        "fan_in_fan_out": True,
-        "bias": "none",
-    }
-    save_file(
-        {k: np.asarray(v, np.float32) for k, v in arrays.items()},
-        str(directory / ADAPTER_WEIGHTS),
-        metadata={"format": "pt"},
-    )
-    (directory / ADAPTER_CONFIG).write_text(json.dumps({**base, **config}))
-    return directory
-
-
-def peft_arrays(rng, C=12, layers=(0, 1), modules=(("attn.c_attn", 3, 2),)):
-    """Random A (r, in) and B (out, r) as PEFT saves them; modules: (kind, out/C, r)."""
-    out = {}
-    for i in layers:
-        for kind, mult, r in modules:
-            n_in = 4 * C if kind == "mlp.c_proj" else C
-            out[f"{PREFIX}h.{i}.{kind}.lora_A.weight"] = rng.normal(size=(r, n_in))
-            out[f"{PREFIX}h.{i}.{kind}.lora_B.weight"] = rng.normal(size=(mult * C, r))
-    return out
-
-
-def test_a_peft_adapter_splits_by_rows_of_b_sharing_a(tmp_path):
-    rng = np.random.default_rng(3)
-    arrays = peft_arrays(rng, modules=(("attn.c_attn", 3, 2), ("mlp.c_proj", 1, 2)))
-    write_peft(tmp_path / "ad", arrays, target_modules=["c_attn", "mlp.c_proj"], use_rslora=True)
-    model = random_gpt()
-    lora, weights = hf_adapters.read_peft_adapter(tmp_path / "ad", model.config)
-    assert lora.r == 2 and lora.use_rslora and lora.alpha == 4
-    assert set(lora.target_modules) == {"q_proj", "k_proj", "v_proj", "fc_out"}
-    hf_adapters.apply_adapter(model, lora, weights)
-    layers, s = lora_layers(model), 4 / math.sqrt(2)
-    for i in (0, 1):
-        A = arrays[f"{PREFIX}h.{i}.attn.c_attn.lora_A.weight"].astype(np.float32)
-        B = arrays[f"{PREFIX}h.{i}.attn.c_attn.lora_B.weight"].astype(np.float32)
-        for j, p in enumerate(("q_proj", "k_proj", "v_proj")):
-            layer = layers[f"blocks.{i}.attn.{p}"]
-            np.testing.assert_array_equal(layer.lora_A["default"].weight.data, A)
-            expected = s * B[j * 12 : (j + 1) * 12].astype(np.float64) @ A
-            np.testing.assert_allclose(layer.delta_weight(), expected, rtol=1e-5, atol=1e-6)
-
-
-def test_alpha_patterns_fold_into_b_and_partial_layers_keep_full_names(tmp_path):
-    rng = np.random.default_rng(4)
-    arrays = peft_arrays(rng, layers=(1,), modules=(("attn.c_attn", 3, 2), ("attn.c_proj", 1, 2)))
-    write_peft(tmp_path / "ad", arrays, alpha_pattern={"c_proj": 8})
-    model = random_gpt()
-    lora, weights = hf_adapters.read_peft_adapter(tmp_path / "ad", model.config)
-    assert "blocks.1.attn.o_proj" in lora.target_modules and "o_proj" not in lora.target_modules
-    hf_adapters.apply_adapter(model, lora, weights)
-    A = arrays[f"{PREFIX}h.1.attn.c_proj.lora_A.weight"]
-    B = arrays[f"{PREFIX}h.1.attn.c_proj.lora_B.weight"]
-    np.testing.assert_allclose(
-        lora_layers(model)["blocks.1.attn.o_proj"].delta_weight(),
-        8 / 2 * B @ A,
-        rtol=1e-5,
-        atol=1e-6,
-    )
 
 
 # ---- refusals -----------------------------------------------------------------------------
