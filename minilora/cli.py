@@ -222,12 +222,8 @@ def _load(model_spec, adapter, device):
 def _generate(args, command):
     model, tokenizer = _load(args.model, args.adapter, args.device)
     prompt = tokenizer.encode(args.prompt)
-    room = model.config.block_size - len(prompt)
-    if args.length > room:
-        raise SystemExit(
-            f"--length {args.length} is too long: the prompt leaves room for {room} "
-            f"characters in the context of {model.config.block_size}"
-        )
+    if args.length < 0:
+        raise SystemExit(f"--length {args.length}: expected a number of characters >= 0")
     out = model.generate(
         prompt, args.length, temperature=args.temperature, top_k=args.top_k, seed=args.seed
     )

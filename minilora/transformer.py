@@ -203,7 +203,10 @@ class GPT(Module):
 
         temperature 0 means greedy (argmax). ``top_k`` keeps only the k most
         likely tokens. Returns a NumPy array (B, T + max_new_tokens).
-        Uses a key/value cache, so each new token costs one position's work.
+        Uses a key/value cache, so each new token costs one position's work while
+        the text fits the context; beyond ``block_size`` tokens the model sees
+        the last ``block_size`` of them (a sliding window, recomputed per token),
+        since it was never trained on longer inputs or later positions.
         """
         was_training = self.training
         self.eval()
@@ -211,18 +214,18 @@ class GPT(Module):
         out = np.array(backend.to_numpy(getattr(idx, "data", idx)), dtype=np.int64)
         if out.ndim == 1:
             out = out[None, :]
-        if out.shape[1] + max_new_tokens > self.config.block_size:
-            raise ValueError(
-                f"generate: prompt ({out.shape[1]}) + max_new_tokens ({max_new_tokens}) "
-                f"exceed block_size={self.config.block_size}"
-            )
+        block = self.config.block_size
         cache = KVCache(self.config.n_layer)
-        step_input = out
+        step_input = out[:, -block:]
         for _ in range(max_new_tokens):
             logits, _ = self(step_input, cache=cache)
             next_ids = sample_next(logits.numpy()[:, -1, :], temperature, top_k, rng)
             out = np.concatenate([out, next_ids[:, None]], axis=1)
-            step_input = next_ids[:, None]
+            if cache.length < block:
+                step_input = next_ids[:, None]
+            else:  # the context is full: slide the window by one token
+                cache = KVCache(self.config.n_layer)
+                step_input = out[:, -block:]
         self.train(was_training)
         return out
 

@@ -73,9 +73,14 @@ def test_generate_prints_prompt_plus_requested_length(tiny_checkpoint, capsys):
     assert text.startswith("def ") and len(text) == 4 + 12
 
 
-def test_generate_refuses_a_length_beyond_the_context(tiny_checkpoint):
-    with pytest.raises(SystemExit, match="too long"):
-        main(["generate", "--model", str(tiny_checkpoint), "--length", "500"])
+def test_generate_goes_past_the_context_and_refuses_a_negative_length(tiny_checkpoint, capsys):
+    block = int(TINY[TINY.index("--block-size") + 1])
+    args = ["generate", "--model", str(tiny_checkpoint), "--prompt", "def ", "--quiet"]
+    assert main([*args, "--length", str(2 * block), "--temperature", "0"]) == 0
+    text = capsys.readouterr().out[:-1]  # print's newline (the text may end in its own)
+    assert text.startswith("def ") and len(text) == 4 + 2 * block
+    with pytest.raises(SystemExit, match="--length -1"):
+        main([*args, "--length", "-1"])
 
 
 def test_finetune_then_merge_then_generate(tiny_checkpoint, tmp_path, capsys):
