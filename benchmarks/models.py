@@ -19,6 +19,8 @@ from minilora.optim import AdamW
 from minilora.tensor import no_grad
 from minilora.transformer import GPT, GPTConfig
 
+backend.tune_malloc()  # as a training run does (MINILORA_MALLOC_TUNING=0 turns it off)
+
 torch = None  # imported by load_torch() when wanted
 
 

@@ -30,7 +30,12 @@ def tune_malloc() -> bool:
     environment variables) lets malloc reuse them. Only glibc (Linux) has
     ``mallopt``; elsewhere, or with MINILORA_MALLOC_TUNING=0, nothing changes.
     Returns True when the thresholds were raised.
+
+    It changes the whole process, so importing minilora never calls it: the places
+    where long work starts do (``work.train.train``, the ``minilora`` command, the
+    benchmarks). Calling it again is harmless.
     """
+    global malloc_tuned
     if os.environ.get("MINILORA_MALLOC_TUNING", "1") == "0":
         return False
     try:
@@ -41,12 +46,13 @@ def tune_malloc() -> bool:
         ok = libc.mallopt(m_mmap_threshold, 32 * 1024 * 1024)  # glibc's largest allowed value
         ok &= libc.mallopt(m_trim_threshold, 512 * 1024 * 1024)
         ok &= libc.mallopt(m_top_pad, 64 * 1024 * 1024)  # grow the heap in large steps
-        return bool(ok)
+        malloc_tuned = bool(ok)
+        return malloc_tuned
     except (OSError, AttributeError):
         return False
 
 
-MALLOC_TUNED = tune_malloc()
+malloc_tuned = False  # set by tune_malloc()
 
 
 def _import_cupy():
@@ -167,3 +173,35 @@ def describe(device: str) -> str:
     props = _import_cupy().cuda.runtime.getDeviceProperties(0)
     name = props["name"]
     return name.decode() if isinstance(name, bytes) else str(name)
+
+
+# ---- the fast-path switch ------------------------------------------------------
+# Ops whose fastest form hides their formula (in-place buffers, fused kernels) are
+# written twice: the plain version as the math reads, and a fast version beside
+# it that the tests hold equal to the plain one. This switch picks which runs.
+_fast_paths = os.environ.get("MINILORA_FAST_PATHS", "1") != "0"
+
+
+def fast_paths_enabled() -> bool:
+    """True when ops take their fast path (the default; MINILORA_FAST_PATHS=0 turns it off)."""
+    return _fast_paths
+
+
+class fast_paths:
+    """Turn the fast paths on or off, for the rest of the process or for a ``with`` block.
+
+    ``minilora.fast_paths(False)`` makes every op run its plain version, so a
+    debugger steps through code that reads as the formulas; ``with
+    minilora.fast_paths(False): ...`` does that inside the block only.
+    """
+
+    def __init__(self, enabled: bool):
+        global _fast_paths
+        self._previous, _fast_paths = _fast_paths, bool(enabled)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        global _fast_paths
+        _fast_paths = self._previous

@@ -12,6 +12,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from minilora import backend
+
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
@@ -169,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    backend.tune_malloc()  # long work starts here (see backend.tune_malloc)
     command = "minilora " + " ".join(
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
     )
@@ -176,9 +179,9 @@ def main(argv=None) -> int:
 
 
 def _pretrain(args, command):
-    from minilora.pretrained import SMALL_TRAINING, pretrain
-    from minilora.train import TrainConfig
     from minilora.transformer import GPTConfig
+    from minilora.work.pretrained import SMALL_TRAINING, pretrain
+    from minilora.work.train import TrainConfig
 
     model_config = GPTConfig(
         vocab_size=1,
@@ -208,8 +211,8 @@ def _pretrain(args, command):
 
 
 def _load(model_spec, adapter, device):
-    from minilora.adapters import load_adapter
-    from minilora.pretrained import resolve_model
+    from minilora.interop.adapters import load_adapter
+    from minilora.work.pretrained import resolve_model
 
     model, tokenizer, meta = resolve_model(model_spec, device)
     if tokenizer is None:
@@ -231,11 +234,11 @@ def _generate(args, command):
 
 
 def _finetune(args, command):
-    from minilora.adapters import save_adapter
-    from minilora.finetune import evaluate, finetune
+    from minilora.interop.adapters import save_adapter
     from minilora.lora import LoRAConfig
-    from minilora.tasks import make_task
-    from minilora.train import TrainConfig
+    from minilora.work.finetune import evaluate, finetune
+    from minilora.work.tasks import make_task
+    from minilora.work.train import TrainConfig
 
     model, tokenizer = _load(args.model, None, args.device)
     task = make_task(args.task, n_train=4000, n_val=200, n_test=max(args.eval, 1), seed=args.seed)
@@ -270,8 +273,8 @@ def _finetune(args, command):
 
 
 def _merge(args, command):
-    from minilora.io import save_model
     from minilora.lora import merge_and_unload
+    from minilora.work.io import save_model
 
     model, tokenizer = _load(args.model, args.adapter, None)
     merge_and_unload(model)
@@ -299,10 +302,10 @@ def _demo(args, command):
 
 
 def _export_hf(args, command):
-    from minilora.adapters import load_adapter
-    from minilora.hf import save_gpt2
-    from minilora.io import CheckpointError
-    from minilora.pretrained import resolve_model
+    from minilora.interop.adapters import load_adapter
+    from minilora.interop.hf import save_gpt2
+    from minilora.work.io import CheckpointError
+    from minilora.work.pretrained import resolve_model
 
     try:
         model, tokenizer, _ = resolve_model(args.model)
@@ -323,8 +326,8 @@ def _export_hf(args, command):
 
 
 def _import_hf(args, command):
-    from minilora.hf import import_gpt2
-    from minilora.io import CheckpointError
+    from minilora.interop.hf import import_gpt2
+    from minilora.work.io import CheckpointError
 
     try:
         import_gpt2(args.directory, args.out, args.adapter, meta={"command": command})
@@ -341,7 +344,7 @@ def _import_hf(args, command):
 
 # Sub-commands that live beside the code they run: each module's add_cli(subparsers) adds its
 # parsers and returns {name: handler(args, command)}.
-COMMAND_MODULES = ("minilora.reproduce", "minilora.exercises")
+COMMAND_MODULES = ("minilora.paper.reproduce", "minilora.teach.exercises")
 
 COMMANDS = {
     "demo": _demo,

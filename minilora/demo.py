@@ -17,13 +17,13 @@ from pathlib import Path
 import numpy as np
 
 from minilora import backend
-from minilora.adapters import save_adapter
-from minilora.finetune import complete, evaluate, finetune
+from minilora.interop.adapters import save_adapter
 from minilora.lora import LoRAConfig, count_parameters, merge, unmerge
-from minilora.pretrained import load_pretrained
-from minilora.tasks import make_task, task_batch
 from minilora.tensor import no_grad
-from minilora.train import TrainConfig
+from minilora.work.finetune import complete, evaluate, finetune
+from minilora.work.pretrained import load_pretrained
+from minilora.work.tasks import make_task, task_batch
+from minilora.work.train import TrainConfig
 
 # The demo's recipe (see README: its measured output).
 DEMO_STEPS = 1200

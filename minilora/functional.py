@@ -52,81 +52,6 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     return make_result(out, parents, backward, "linear")
 
 
-def lora_linear(
-    x: Tensor,
-    weight: Tensor,
-    bias: Tensor | None,
-    lora_A: Tensor,
-    lora_B: Tensor,
-    scaling: float,
-    dropout_p: float = 0.0,
-    training: bool = False,
-) -> Tensor:
-    """h = x W0^T + b + s (z A^T) B^T with z = dropout(x): a LoRA layer as one op (paper, Eq. 3).
-
-    With X the input rows, Z = dropout(X), G = dL/dH (rows) and s = alpha / r, the
-    backward is the paper's (section 4; PAPER.md lists them):
-
-        dL/dB = s G^T (Z A^T)        (d_out x r)
-        dL/dA = s (G B)^T Z          (r x d_in)
-        dL/dX = G W0 + s ((G B) A) * mask
-        dL/dW0 = G^T X               only if W0 is trainable (never with LoRA)
-
-    While B = 0, G B = 0 and so dL/dA = 0: at the first step only B moves. As one
-    op it keeps just Z A^T (N x r) for backward, instead of three (N x d_out)
-    intermediates, and it is bit-for-bit the same arithmetic as the layers composed.
-    """
-    x, weight = operands(x, weight, "lora_linear")
-    for t in (bias, lora_A, lora_B):
-        if t is not None:
-            operands(x, t, "lora_linear")
-    r = lora_A.shape[0]
-    if lora_A.shape[1] != x.shape[-1] or lora_B.shape != (weight.shape[0], r):
-        raise ValueError(
-            f"lora_linear: A {lora_A.shape} and B {lora_B.shape} do not fit an input with "
-            f"{x.shape[-1]} features and W0 {weight.shape} (expected A (r, {x.shape[-1]}), "
-            f"B ({weight.shape[0]}, r))"
-        )
-    x_rows = x.data.reshape(-1, x.shape[-1])  # (N, d_in)
-    keep = None
-    if training and dropout_p > 0.0:
-        from minilora.creation import default_generator
-
-        keep = (default_generator().random(x.shape) >= dropout_p).astype(x.dtype)
-        keep = backend.to_device(keep / x.dtype.type(1.0 - dropout_p), x.device)
-        keep = keep.reshape(-1, x.shape[-1])
-    z_rows = x_rows if keep is None else x_rows * keep
-    out = mm(x_rows, weight.data.T)  # W0 x, (N, d_out)
-    if bias is not None:
-        out += bias.data
-    za = mm(z_rows, lora_A.data.T)  # A z, (N, r): the only activation LoRA adds
-    update = mm(za, lora_B.data.T)  # B A z, (N, d_out)
-    update *= scaling
-    out += update
-    out = out.reshape(*x.shape[:-1], weight.shape[0])
-    parents = (x, weight, lora_A, lora_B) if bias is None else (x, weight, lora_A, lora_B, bias)
-
-    def backward(g):
-        rows = g.reshape(-1, g.shape[-1])  # G, (N, d_out)
-        gb_rows = mm(rows, lora_B.data)  # G B, (N, r)
-        g_b = mm(rows.T, za) * scaling if lora_B.requires_grad else None
-        g_a = mm(gb_rows.T, z_rows) * scaling if lora_A.requires_grad else None
-        g_w = mm(rows.T, x_rows) if weight.requires_grad else None
-        g_x = None
-        if x.requires_grad:
-            through_adapter = mm(gb_rows, lora_A.data)  # (G B) A, (N, d_in)
-            through_adapter *= scaling
-            if keep is not None:
-                through_adapter *= keep
-            g_x = (mm(rows, weight.data) + through_adapter).reshape(x.shape)
-        grads = (g_x, g_w, g_a, g_b)
-        if bias is None:
-            return grads
-        return (*grads, rows.sum(axis=0) if bias.requires_grad else None)
-
-    return make_result(out, parents, backward, "lora_linear")
-
-
 def softmax(x: Tensor, axis: int = -1) -> Tensor:
     """s = exp(x - max) / sum exp(x - max); dL/dx = s * (g - sum(g * s))."""
     xp = backend.get_array_module(x.data)
@@ -265,22 +190,33 @@ def gelu(x: Tensor) -> Tensor:
     return make_result(out, (x,), backward, "gelu")
 
 
+def dropout_mask(shape, p: float, dtype, device: str, generator=None):
+    """The inverted-dropout mask: 0 with probability p, else 1/(1-p).
+
+    Drawn from ``generator`` (a NumPy Generator; the global one if None) on the
+    CPU, so one seed gives the same mask on every device. Every op that drops
+    (``dropout``, ``attention``, the fused LoRA layer) takes its mask from here.
+    """
+    if generator is None:
+        from minilora.creation import default_generator
+
+        generator = default_generator()
+    dtype = np.dtype(dtype)
+    keep = (generator.random(shape) >= p).astype(dtype) / dtype.type(1.0 - p)
+    return backend.to_device(keep, device)
+
+
 def dropout(x: Tensor, p: float, training: bool = True, generator=None) -> Tensor:
     """Inverted dropout: zero each element with probability p, scale survivors by 1/(1-p).
 
-    Off (the identity) when ``training`` is False or p == 0. The mask is drawn
-    from ``generator`` (a NumPy Generator; the global one if None) on the CPU,
-    so a seed gives the same mask on every device.
+    Off (the identity) when ``training`` is False or p == 0. The mask comes from
+    ``dropout_mask`` (the same mask for a seed on every device).
     """
     if not 0.0 <= p < 1.0:
         raise ValueError(f"dropout: p={p} must be in [0, 1)")
     if not training or p == 0.0:
         return x
-    from minilora.creation import default_generator
-
-    rng = generator if generator is not None else default_generator()
-    keep = (rng.random(x.shape) >= p).astype(x.dtype) / x.dtype.type(1.0 - p)
-    keep = backend.to_device(keep, x.device)
+    keep = dropout_mask(x.shape, p, x.dtype, x.device, generator)
     return make_result(x.data * keep, (x,), lambda g: (g * keep,), "dropout")
 
 
@@ -336,10 +272,7 @@ def attention(
     probs /= probs.sum(axis=-1, keepdims=True)  # P
     keep = None
     if training and dropout_p > 0.0:
-        from minilora.creation import default_generator
-
-        keep = (default_generator().random(probs.shape) >= dropout_p).astype(probs.dtype)
-        keep = backend.to_device(keep / probs.dtype.type(1.0 - dropout_p), q.device)
+        keep = dropout_mask(probs.shape, dropout_p, probs.dtype, q.device)
     used = probs if keep is None else probs * keep
     out = mm(used, v.data)  # (..., T, D)
 

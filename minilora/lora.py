@@ -24,8 +24,10 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from minilora import backend
 from minilora import functional as F
 from minilora.creation import default_generator
+from minilora.lora_fused import lora_linear
 from minilora.nn import Linear, Module, ModuleDict
 from minilora.tensor import Tensor, is_grad_enabled, no_grad
 
@@ -149,6 +151,14 @@ class LoRALinear(Module):
         return (self.configs[name].scaling * (B @ A)).astype(self.base_layer.weight.dtype)
 
     def forward(self, x: Tensor) -> Tensor:
+        """h = W0 x + b + (alpha / r) B A dropout(x): the paper's Eq. 3 (section 4.1).
+
+        W0 (``base_layer``) is frozen; A and B are the adapter's two Linear layers
+        without bias. While B = 0 (its initialisation), h is the base layer's output
+        bit for bit. With the fast paths on (the default) the same sum is computed by
+        ``lora_fused.lora_linear``, which equals this line bit for bit in the forward
+        and keeps less memory for the backward.
+        """
         name = self.active_adapter
         if self.merged:
             if is_grad_enabled() and name and self.lora_A[name].weight.requires_grad:
@@ -160,13 +170,14 @@ class LoRALinear(Module):
             return self.base_layer(x)  # W0 + dW is already in the weight
         if self.disabled or name is None:
             return self.base_layer(x)  # W0 x + b
-        config = self.configs[name]
-        # W0 x + b + (alpha/r) B A dropout(x), one fused op (functional.lora_linear)
-        base = self.base_layer
-        A, B = self.lora_A[name].weight, self.lora_B[name].weight
-        return F.lora_linear(
-            x, base.weight, base.bias, A, B, config.scaling, config.dropout, self.training
-        )
+        scaling, p = self.configs[name].scaling, self.configs[name].dropout
+        A, B = self.lora_A[name], self.lora_B[name]
+        if backend.fast_paths_enabled():  # the same numbers, one op (lora_fused.py)
+            base = self.base_layer
+            return lora_linear(
+                x, base.weight, base.bias, A.weight, B.weight, scaling, p, self.training
+            )
+        return self.base_layer(x) + scaling * B(A(F.dropout(x, p, self.training)))
 
     @no_grad()
     def merge(self) -> None:
@@ -199,9 +210,7 @@ class LoRALinear(Module):
 
 
 def _to_host(a):
-    from minilora.backend import to_numpy
-
-    return to_numpy(a)
+    return backend.to_numpy(a)
 
 
 # ---- the model-level API ---------------------------------------------------------

@@ -415,3 +415,47 @@ def to_device(a: Tensor, device: str) -> Tensor:
     source = a.device
     out = backend.to_device(a.data, device)
     return make_result(out, (a,), lambda g: (backend.to_device(g, source),), "to_device")
+
+
+# ---- Tensor's operators ------------------------------------------------------------
+# Bound here rather than in tensor.py so that tensor.py needs nothing from this file.
+
+
+def _bind_operators() -> None:
+    def rev(op):
+        return lambda self, other: op(other, self)
+
+    methods = {
+        "__add__": add,
+        "__radd__": rev(add),
+        "__sub__": sub,
+        "__rsub__": rev(sub),
+        "__mul__": mul,
+        "__rmul__": rev(mul),
+        "__truediv__": div,
+        "__rtruediv__": rev(div),
+        "__neg__": neg,
+        "__pow__": pow,
+        "__matmul__": matmul,
+        "__rmatmul__": rev(matmul),
+        "__getitem__": getitem,
+        "sum": sum,
+        "mean": mean,
+        "max": max,
+        "exp": exp,
+        "log": log,
+        "sqrt": sqrt,
+        "tanh": tanh,
+        "relu": relu,
+        "transpose": transpose,
+        "masked_fill": masked_fill,
+        "to": to_device,
+        "reshape": lambda self, *shape: reshape(self, shape[0] if len(shape) == 1 else shape),
+        "permute": lambda self, *axes: permute(self, axes[0] if len(axes) == 1 else axes),
+        "T": property(lambda self: permute(self, tuple(reversed(range(self.ndim))))),
+    }
+    for name, method in methods.items():
+        setattr(Tensor, name, method)
+
+
+_bind_operators()

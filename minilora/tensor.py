@@ -15,7 +15,7 @@ Gradient semantics, fixed and documented:
   second backward through a freed graph is an error, never a silent zero.
 * Inside ``with no_grad():`` no graph is recorded at all.
 * An op computes the gradient of an input only if that input requires one: a
-  frozen weight costs no weight-gradient matmul (the source of LoRA's savings).
+  frozen weight costs no weight-gradient matmul (where adapter training saves its time).
 """
 
 from __future__ import annotations
@@ -146,12 +146,6 @@ class Tensor:
         """The data as a NumPy array (copied from the GPU if needed)."""
         return backend.to_numpy(self.data)
 
-    def to(self, device: str) -> Tensor:
-        """This tensor on ``device``; differentiable (the gradient moves back)."""
-        from minilora.ops import to_device
-
-        return to_device(self, device)
-
     # ---- reverse mode ----------------------------------------------------------
     def backward(self, grad=None, retain_graph: bool = False) -> None:
         """Accumulate d(self)/d(leaf) * grad into ``.grad`` of every leaf that requires it.
@@ -205,85 +199,9 @@ class Tensor:
             if not retain_graph:
                 node._backward, node._parents = None, ()
 
-    # ---- operators (defined in ops.py; bound here so that a + b reads naturally) ----
-    def __add__(self, other):
-        return ops.add(self, other)
-
-    def __radd__(self, other):
-        return ops.add(other, self)
-
-    def __sub__(self, other):
-        return ops.sub(self, other)
-
-    def __rsub__(self, other):
-        return ops.sub(other, self)
-
-    def __mul__(self, other):
-        return ops.mul(self, other)
-
-    def __rmul__(self, other):
-        return ops.mul(other, self)
-
-    def __truediv__(self, other):
-        return ops.div(self, other)
-
-    def __rtruediv__(self, other):
-        return ops.div(other, self)
-
-    def __neg__(self):
-        return ops.neg(self)
-
-    def __pow__(self, exponent):
-        return ops.pow(self, exponent)
-
-    def __matmul__(self, other):
-        return ops.matmul(self, other)
-
-    def __rmatmul__(self, other):
-        return ops.matmul(other, self)
-
-    def __getitem__(self, index):
-        return ops.getitem(self, index)
-
-    def sum(self, axis=None, keepdims=False):
-        return ops.sum(self, axis, keepdims)
-
-    def mean(self, axis=None, keepdims=False):
-        return ops.mean(self, axis, keepdims)
-
-    def max(self, axis=None, keepdims=False):
-        return ops.max(self, axis, keepdims)
-
-    def exp(self):
-        return ops.exp(self)
-
-    def log(self):
-        return ops.log(self)
-
-    def sqrt(self):
-        return ops.sqrt(self)
-
-    def tanh(self):
-        return ops.tanh(self)
-
-    def relu(self):
-        return ops.relu(self)
-
-    def reshape(self, *shape):
-        return ops.reshape(self, shape[0] if len(shape) == 1 else shape)
-
-    def transpose(self, axis1=-2, axis2=-1):
-        return ops.transpose(self, axis1, axis2)
-
-    def permute(self, *axes):
-        return ops.permute(self, axes[0] if len(axes) == 1 else axes)
-
-    @property
-    def T(self):
-        return ops.permute(self, tuple(reversed(range(self.ndim))))
-
-    def masked_fill(self, mask, value):
-        return ops.masked_fill(self, mask, value)
+    # The operators (a + b, a @ b, a[i], a.sum(), ...) are the ops of ops.py, which binds
+    # them to Tensor when it is imported (``import minilora`` does): the engine's import
+    # graph goes one way, ops -> tensor.
 
 
 def _topological_order(root: Tensor) -> list[Tensor]:
@@ -322,6 +240,3 @@ def make_result(data, parents: tuple, backward, op: str) -> Tensor:
     else:  # no graph: the result is a leaf, like a tensor the user made
         out.requires_grad, out._parents, out._backward, out.op = False, (), None, None
     return out
-
-
-from minilora import ops  # noqa: E402  (ops needs Tensor, defined above)

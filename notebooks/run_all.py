@@ -18,7 +18,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # this checkout's minilora, installed or not
 
-from minilora.notebook_tools import execute_notebook  # noqa: E402
+from minilora.teach.notebook_tools import execute_notebook  # noqa: E402
 
 # The figure the README's "Learn" section shows: notebook 4's loss curves, LoRA against full FT.
 README_FIGURE = ("04_finetune_and_merge.ipynb", 0, HERE / "figures" / "lora_vs_full_ft.png")

@@ -11,11 +11,12 @@ import math
 import numpy as np
 from safetensors.numpy import save_file
 
-from minilora import hf, io
-from minilora.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+from minilora.interop import hf
+from minilora.interop.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 from minilora.lora import LoRAConfig, inject_lora, lora_layers
 from minilora.tensor import no_grad
 from minilora.transformer import GPT, GPTConfig
+from minilora.work import io
 
 VOCAB = "abcdefghijklm"
 PREFIX = "base_model.model.transformer."

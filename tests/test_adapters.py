@@ -19,11 +19,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.numpy import load_file
 
-from minilora import io
 from minilora import lora as L
-from minilora.adapters import load_adapter, save_adapter
+from minilora.interop.adapters import load_adapter, save_adapter
 from minilora.tensor import no_grad
 from minilora.transformer import GPT, GPTConfig
+from minilora.work import io
 
 TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "fc_in", "fc_out")
 SEEDS = st.integers(0, 2**32 - 1)

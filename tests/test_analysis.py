@@ -1,4 +1,4 @@
-"""Properties of minilora.analysis (LoRA paper section 7).
+"""Properties of minilora.paper.analysis (LoRA paper section 7).
 
 Property tests draw seeds and sizes with Hypothesis (derandomized by the "ci"
 profile of conftest.py) and build matrices with NumPy's generator. The
@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 
 import minilora as ml
 from minilora import backend
-from minilora.analysis import (
+from minilora.nn import Linear
+from minilora.paper.analysis import (
     amplification,
     delta_weight,
     expected_random_norm,
@@ -24,7 +25,6 @@ from minilora.analysis import (
     subspace_similarity_grid,
     update_spectrum,
 )
-from minilora.nn import Linear
 
 SEEDS = st.integers(0, 2**32 - 1)
 

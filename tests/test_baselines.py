@@ -1,4 +1,4 @@
-"""The baselines of section 5.1 (minilora.baselines): what trains, where they start, their counts.
+"""Section 5.1's baselines (minilora.paper.baselines): what trains, where they start, their counts.
 
 Expected sets of trainable names are written from each method's definition
 (the last two blocks, the biases, ...), not read back from the code; expected
@@ -11,14 +11,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from minilora.baselines import (
+from minilora.lora import count_parameters
+from minilora.paper.baselines import (
     METHODS,
     PrefixTuned,
     apply_method,
     check_method,
     trainable_count,
 )
-from minilora.lora import count_parameters
 from minilora.transformer import GPT, GPTConfig, KVCache
 
 CONFIG = GPTConfig(vocab_size=23, block_size=24, n_layer=3, n_head=2, d_model=8)
@@ -226,7 +226,7 @@ def test_count_from_config_equals_the_built_model(method, settings, config):
 
 
 def test_counts_on_the_shipped_model_match_the_paper_formulas():
-    from minilora.pretrained import load_pretrained
+    from minilora.work.pretrained import load_pretrained
 
     model, _, _ = load_pretrained("char-small")
     config = model.config

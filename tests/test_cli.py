@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from minilora.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 from minilora.cli import build_parser, main
-from minilora.io import load_model
+from minilora.interop.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+from minilora.work.io import load_model
 
 TINY = [
     "--steps",

@@ -1,4 +1,4 @@
-"""minilora.hf against the real thing: transformers' GPT-2 and PEFT's LoRA (the ``compat`` extra).
+"""minilora.interop.hf against the real thing: transformers' GPT-2, PEFT's LoRA (``compat`` extra).
 
 Every model is built offline with random weights (no hub downloads). Checked:
 GPT-2 checkpoints written by ``save_pretrained`` import into minilora with the
@@ -25,12 +25,13 @@ transformers = pytest.importorskip(
 )
 peft = pytest.importorskip("peft", reason="needs the compat extra: pip install -e '.[compat]'")
 
-from minilora import hf, io  # noqa: E402
-from minilora.adapters import load_adapter  # noqa: E402
-from minilora.data import CharTokenizer  # noqa: E402
+from minilora.interop import hf  # noqa: E402
+from minilora.interop.adapters import load_adapter  # noqa: E402
 from minilora.lora import LoRAConfig, inject_lora, lora_layers, merge_and_unload  # noqa: E402
 from minilora.tensor import no_grad  # noqa: E402
 from minilora.transformer import GPT, GPTConfig  # noqa: E402
+from minilora.work import io  # noqa: E402
+from minilora.work.data import CharTokenizer  # noqa: E402
 
 F32_TOL, F64_TOL = 1e-5, 1e-10
 LARGEST: dict = {}  # check -> largest |logit difference| seen, per dtype
@@ -348,7 +349,7 @@ def test_peft_adapters_we_cannot_convert_are_refused(tmp_path):
 def test_shipped_char_small_exports_with_the_same_logits_and_text(tmp_path, record_property):
     """The real (tiny) pretrained model through `minilora export-hf`, logits up to ~15."""
     from minilora.cli import main
-    from minilora.pretrained import PRETRAINED_DIR, load_pretrained
+    from minilora.work.pretrained import PRETRAINED_DIR, load_pretrained
 
     if not (PRETRAINED_DIR / "char-small" / "model.safetensors").is_file():
         pytest.skip("the shipped char-small model is not in this checkout")

@@ -1,4 +1,4 @@
-"""minilora.counting against the numbers printed in the LoRA paper (section 5.1).
+"""minilora.paper.counting against the numbers printed in the LoRA paper (section 5.1).
 
 The expected values are the paper's (and PAPER.md's "Counting" section), not
 this code's output: each test recomputes a printed count from the formula.
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minilora.counting import (
+from minilora.paper.counting import (
     DEBERTA_XXL,
     GPT2_LARGE,
     GPT2_MEDIUM,

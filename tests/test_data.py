@@ -1,4 +1,4 @@
-"""Tokenizer, pretraining corpus, vocabulary and language-model batches (minilora.data)."""
+"""Tokenizer, pretraining corpus, vocabulary and language-model batches (minilora.work.data)."""
 
 import json
 import string
@@ -8,14 +8,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minilora.data import (
+from minilora.work.data import (
     CharTokenizer,
     build_vocabulary,
     pretraining_text,
     random_batch,
     split_text,
 )
-from minilora.tasks import task_characters
+from minilora.work.tasks import task_characters
 
 VOCAB = build_vocabulary()
 TOKENIZER = CharTokenizer(VOCAB)

@@ -10,9 +10,9 @@ import json
 
 import pytest
 
-from minilora.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 from minilora.cli import main
 from minilora.demo import run_demo
+from minilora.interop.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 
 MIN_EXACT_MATCH_AFTER = 3 / 50
 

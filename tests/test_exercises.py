@@ -11,10 +11,10 @@ import json
 import numpy as np
 import pytest
 
-from minilora import exercises as E
-from minilora import golden
 from minilora.cli import main
-from minilora.notebook_tools import strip_source
+from minilora.teach import exercises as E
+from minilora.teach import golden
+from minilora.teach.notebook_tools import strip_source
 
 # ---- correct answers, in plain NumPy (the formulas of the paper and of any textbook) ----
 

@@ -1,4 +1,4 @@
-"""The experiment harness (minilora.experiments), the tables and ``minilora reproduce``."""
+"""The experiment harness (minilora.paper.experiments), the tables and ``minilora reproduce``."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from minilora import experiments, reproduce
-from minilora.experiments import Cache, Run, execute, run_all
+from minilora.paper import experiments, reproduce
+from minilora.paper.experiments import Cache, Run, execute, run_all
 
 TINY = dict(steps=3, batch_size=4, n_train=24, n_eval=4)
 
@@ -117,7 +117,7 @@ def test_a_damaged_or_foreign_entry_is_recomputed(tmp_path):
 
 
 def test_table6_fixes_alpha_at_16_and_tables_4_and_5_keep_the_default():
-    from minilora import tables
+    from minilora.paper import tables
 
     for budget in ("quick", "full"):
         b = tables.get_budget(budget)
@@ -186,8 +186,8 @@ def test_reproduce_all_quick_writes_every_table(tmp_path, capsys):
 def test_table1_models_merged_lora_is_a_plain_gpt_again():
     import numpy as np
 
-    from minilora.latency import MODELS, build_models, repeats, time_forward
     from minilora.lora import count_parameters, lora_layers
+    from minilora.paper.latency import MODELS, build_models, repeats, time_forward
 
     models = build_models()
     assert tuple(models) == MODELS

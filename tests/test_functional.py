@@ -248,6 +248,7 @@ def test_lora_linear(with_bias, dropout_p, lead, dims, scaling, data, device):
     """W0 x + b + s B A dropout(x): equals the composed layers bit for bit (no dropout), and
     its gradients (the paper's formulas for dL/dA, dL/dB, dL/dX) pass gradcheck."""
     import minilora as ml
+    from minilora.lora_fused import lora_linear
 
     d_in, d_out, r = dims
     x, w = data.draw(arrays((*lead, d_in))), data.draw(arrays((d_out, d_in)))
@@ -256,7 +257,7 @@ def test_lora_linear(with_bias, dropout_p, lead, dims, scaling, data, device):
 
     def fused(x, w, a, b, *bias):
         ml.manual_seed(7)  # the same dropout mask on every evaluation of gradcheck
-        return F.lora_linear(x, w, bias[0] if bias else None, a, b, scaling, dropout_p, True)
+        return lora_linear(x, w, bias[0] if bias else None, a, b, scaling, dropout_p, True)
 
     if dropout_p == 0.0:
         t = [leaf(v, device) for v in arrs]

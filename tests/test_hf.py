@@ -1,4 +1,4 @@
-"""minilora.hf without torch: GPT-2 layouts, round trips, refusals, the commands.
+"""minilora.interop.hf without torch: GPT-2 layouts, round trips, refusals, the commands.
 
 Adapter conversions are in test_hf_adapters.py.
 
@@ -29,12 +29,13 @@ from hf_reference import (  # noqa: E402
 )
 from safetensors.numpy import save_file
 
-from minilora import hf, hf_adapters, io
-from minilora.adapters import ADAPTER_CONFIG, load_adapter, save_adapter
 from minilora.cli import build_parser, main
-from minilora.data import CharTokenizer
+from minilora.interop import hf, hf_adapters
+from minilora.interop.adapters import ADAPTER_CONFIG, load_adapter, save_adapter
 from minilora.lora import LoRAConfig, inject_lora, merge
 from minilora.tensor import no_grad
+from minilora.work import io
+from minilora.work.data import CharTokenizer
 
 # ---- the model ---------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""minilora.hf_adapters without torch: minilora LoRA adapters to PEFT's fused c_attn and back.
+"""minilora.interop.hf_adapters without torch: LoRA adapters to PEFT's fused c_attn and back.
 
 The checks against PEFT itself are in test_compat_torch.py (the ``compat`` extra).
 """
@@ -22,10 +22,11 @@ from hf_reference import (  # noqa: E402
     write_peft,
 )
 
-from minilora import hf, hf_adapters, io
-from minilora.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, load_adapter
-from minilora.data import CharTokenizer
+from minilora.interop import hf, hf_adapters
+from minilora.interop.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, load_adapter
 from minilora.lora import lora_layers
+from minilora.work import io
+from minilora.work.data import CharTokenizer
 
 # ---- adapters ---------------------------------------------------------------------------
 

@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import minilora.io as mio
+import minilora.work.io as mio
 from minilora.creation import manual_seed
-from minilora.data import CharTokenizer
-from minilora.io import CheckpointError, load_model, save_model, write_atomic
 from minilora.transformer import GPT, GPTConfig
+from minilora.work.data import CharTokenizer
+from minilora.work.io import CheckpointError, load_model, save_model, write_atomic
 
 CONFIG = GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, d_model=8)
 

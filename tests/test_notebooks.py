@@ -1,7 +1,7 @@
 """The teaching notebooks run from a clean kernel, and their student versions fail only where asked.
 
 Each notebook is executed top to bottom with nbclient
-(``minilora.notebook_tools.execute_notebook``); any error fails the test. The student
+(``minilora.teach.notebook_tools.execute_notebook``); any error fails the test. The student
 version (``minilora exercises strip``) must raise NotImplementedError in each exercise's
 "check your answer" cell and in no other cell.
 
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from minilora.exercises import EXERCISES
-from minilora.notebook_tools import BEGIN, END, execute_notebook, strip_notebook
+from minilora.teach.exercises import EXERCISES
+from minilora.teach.notebook_tools import BEGIN, END, execute_notebook, strip_notebook
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 NAMES = [
@@ -79,9 +79,11 @@ def test_exercises_follow_nbgrader_conventions():
             if BEGIN in src:
                 assert END in src and cell["metadata"]["nbgrader"]["solution"], (name, i)
                 after = next(c for c in cells[i + 1 :] if c["cell_type"] == "code")
-                assert _is_check(after) and "from minilora.exercises import check_" in _source(
+                assert _is_check(
                     after
-                ), f"{name} cell {i}: no check cell follows the exercise"
+                ) and "from minilora.teach.exercises import check_" in _source(after), (
+                    f"{name} cell {i}: no check cell follows the exercise"
+                )
                 total += src.count(BEGIN)
             if _is_check(cell):
                 checked += re.findall(r"check_(\w+)\(", _source(cell))

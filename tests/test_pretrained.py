@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from minilora.data import build_vocabulary, pretraining_text, random_batch, split_text
-from minilora.pretrained import SMALL, load_pretrained, resolve_model
-from minilora.train import estimate_loss
+from minilora.work.data import build_vocabulary, pretraining_text, random_batch, split_text
+from minilora.work.pretrained import SMALL, load_pretrained, resolve_model
+from minilora.work.train import estimate_loss
 
 # A model that only knew character frequencies would score the unigram entropy
 # (computed below from the validation text, about 3.2 nats). The shipped model

@@ -11,7 +11,7 @@ import dataclasses
 
 import pytest
 
-from minilora import section7
+from minilora.paper import section7
 
 pytest.importorskip("matplotlib")
 

@@ -1,4 +1,4 @@
-"""The downstream task generators, their batches and scores (minilora.tasks)."""
+"""The downstream task generators, their batches and scores (minilora.work.tasks)."""
 
 import collections
 import re
@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minilora.data import CharTokenizer, build_vocabulary
-from minilora.tasks import (
+from minilora.work.data import CharTokenizer, build_vocabulary
+from minilora.work.tasks import (
     ACTS,
     MAX_EXAMPLE_CHARS,
     NLI_LABELS,

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from minilora.creation import manual_seed
-from minilora.io import load_model
-from minilora.train import TrainConfig, TrainingDiverged, estimate_loss, make_optimizer, train
 from minilora.transformer import GPT, GPTConfig
+from minilora.work.io import load_model
+from minilora.work.train import TrainConfig, TrainingDiverged, estimate_loss, make_optimizer, train
 
 VOCAB = 11
 MODEL = GPTConfig(vocab_size=VOCAB, block_size=8, n_layer=1, n_head=2, d_model=8, dropout=0.1)

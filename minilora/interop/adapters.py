@@ -18,9 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from minilora import backend, io
+from minilora import backend
 from minilora.lora import LoRAConfig, inject_lora, lora_layers, restore, snapshot
 from minilora.tensor import no_grad
+from minilora.work import io
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
@@ -62,7 +63,7 @@ def config_from_peft(d: dict, path="adapter_config.json") -> LoRAConfig:
         if d.get(key, plain) != plain:
             raise io.CheckpointError(
                 f"{path}: {key}={d[key]!r} is not supported here (expected {plain!r}); "
-                "for GPT-2 adapters use minilora.hf"
+                "for GPT-2 adapters use minilora.interop.hf"
             )
     for key in ("rank_pattern", "alpha_pattern"):
         if d.get(key):

@@ -1,7 +1,7 @@
 """One harness for every table of the paper's section 5 (``minilora reproduce``).
 
 A ``Run`` is everything that decides one fine-tuning run: the method and its
-settings (``minilora.baselines``), the task, the seed, the learning rate and
+settings (``minilora.paper.baselines``), the task, the seed, the learning rate and
 the step budget. ``execute(run)`` trains it from the shipped base model and
 returns its record: the test score (exact match for sql, accuracy for nli),
 the validation loss, trainable and total parameters, the median time of a
@@ -27,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from minilora import io
-from minilora.baselines import check_method
-from minilora.tasks import TASKS
+from minilora.paper.baselines import check_method
+from minilora.work import io
+from minilora.work.tasks import TASKS
 
 BASE = "char-small"
 N_VAL = 200  # validation questions (for the validation loss and the lr sweep)
@@ -90,7 +90,7 @@ class Run:
 
     def label(self) -> str:
         """A short human description: the method and its settings."""
-        from minilora.baselines import LABELS
+        from minilora.paper.baselines import LABELS
 
         parts = []
         for k, v in self.settings:
@@ -106,8 +106,8 @@ class Run:
 
 def score(model, tokenizer, task: str, examples) -> float:
     """Exact match (sql) or accuracy (nli) of greedy completions on ``examples``."""
-    from minilora.finetune import complete
-    from minilora.tasks import accuracy, exact_match
+    from minilora.work.finetune import complete
+    from minilora.work.tasks import accuracy, exact_match
 
     predictions = complete(model, tokenizer, [p for p, _ in examples])
     answers = [a for _, a in examples]
@@ -116,12 +116,12 @@ def score(model, tokenizer, task: str, examples) -> float:
 
 def execute(run: Run, progress: bool = False) -> dict:
     """Train ``run`` from the base model and measure it: the record to cache."""
-    from minilora.baselines import apply_method
-    from minilora.finetune import task_batcher
     from minilora.lora import count_parameters
-    from minilora.pretrained import load_pretrained
-    from minilora.tasks import make_task
-    from minilora.train import TrainConfig, train
+    from minilora.paper.baselines import apply_method
+    from minilora.work.finetune import task_batcher
+    from minilora.work.pretrained import load_pretrained
+    from minilora.work.tasks import make_task
+    from minilora.work.train import TrainConfig, train
 
     started = time.perf_counter()
     gpt, tokenizer, _ = load_pretrained(run.base)

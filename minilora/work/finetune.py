@@ -18,10 +18,10 @@ import numpy as np
 
 from minilora import backend
 from minilora.lora import LoRAConfig, count_parameters, inject_lora
-from minilora.tasks import exact_match, sample_task_batch, task_batch
 from minilora.tensor import no_grad
-from minilora.train import TrainConfig, train
 from minilora.transformer import KVCache, sample_next
+from minilora.work.tasks import exact_match, sample_task_batch, task_batch
+from minilora.work.train import TrainConfig, train
 
 
 @no_grad()

@@ -16,7 +16,7 @@ and list every block's headline numbers too. Each reproduction is
 ``fn(budget, out_dir, progress=True) -> Path``: it trains (or loads) its
 adapters, writes ``<name>.md`` and a PNG into ``out_dir`` and returns the
 Markdown. Adapters are cached in ``out_dir/adapters/<key>/`` (PEFT layout,
-``minilora.adapters``), keyed by every setting: the three share the r = 64 run
+``minilora.interop.adapters``), keyed by every setting: the three share the r = 64 run
 and a re-run trains nothing.
 """
 
@@ -32,8 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
-from minilora import analysis, io
-from minilora.adapters import load_adapter, save_adapter
+from minilora.interop.adapters import load_adapter, save_adapter
+from minilora.paper import analysis
+from minilora.work import io
 
 BASE = "char-small"
 TASK = "sql"
@@ -91,17 +92,17 @@ def _spec(b: Budget, r: int, seed: int = 0) -> RunSpec:
 
 
 def _task(spec: RunSpec, n_test: int = 0):
-    from minilora.tasks import make_task
+    from minilora.work.tasks import make_task
 
     return make_task(spec.task, n_train=spec.n_train, n_val=200, n_test=n_test, seed=0)
 
 
 def train_adapter(spec: RunSpec, n_eval: int, eval_batches: int, progress: bool):
     """Train one adapter from the base model: returns (model, facts about the run)."""
-    from minilora.finetune import evaluate, finetune
     from minilora.lora import LoRAConfig, inject_lora
-    from minilora.pretrained import load_pretrained
-    from minilora.train import TrainConfig
+    from minilora.work.finetune import evaluate, finetune
+    from minilora.work.pretrained import load_pretrained
+    from minilora.work.train import TrainConfig
 
     model, tokenizer, _ = load_pretrained(spec.base)
     task = _task(spec, n_eval)
@@ -140,7 +141,7 @@ def adapter(spec: RunSpec, b: Budget, out_dir: Path, progress: bool = True):
     The entry is written into a temporary directory and renamed into place, so
     an interrupted run leaves no half-written adapter behind.
     """
-    from minilora.pretrained import load_pretrained
+    from minilora.work.pretrained import load_pretrained
 
     directory = Path(out_dir) / "adapters" / spec.key()
     if (directory / "run.json").is_file():

@@ -2,16 +2,16 @@
 
 Names (Hu et al. 2021, arXiv 2106.09685):
 
-    table1   inference latency of adapters and merged LoRA (section 3)  minilora.latency
-    table4   every method of section 5.1 on both tasks (section 5.4)   minilora.tables
-    table5   one parameter budget on different weight types (7.1)     minilora.tables
-    table6   LoRA's rank r (7.2)                                        minilora.tables
-    counts   the paper's parameter counts beside the formulas (5.1)   minilora.tables
-    figure3, figure4, table7   section 7's analyses                   minilora.section7
+    table1   inference latency of adapters and merged LoRA (section 3)  minilora.paper.latency
+    table4   every method of section 5.1 on both tasks (section 5.4)   minilora.paper.tables
+    table5   one parameter budget on different weight types (7.1)     minilora.paper.tables
+    table6   LoRA's rank r (7.2)                                        minilora.paper.tables
+    counts   the paper's parameter counts beside the formulas (5.1)   minilora.paper.tables
+    figure3, figure4, table7   section 7's analyses                   minilora.paper.section7
     all      every one of them
 
 Each writes ``NAME.md`` (and a PNG where a picture helps) into ``--out``;
-training runs are cached under ``OUT/cache`` (``minilora.experiments``), so a
+training runs are cached under ``OUT/cache`` (``minilora.paper.experiments``), so a
 re-run computes only what is missing. This module imports nothing heavy at
 the top: the tables' modules are imported when they run.
 """
@@ -25,14 +25,14 @@ from pathlib import Path
 BUDGETS = ("quick", "full")
 # name -> (module, attribute of a {name: fn} dict or a function); section 7's are another helper's
 REPRODUCTIONS = {
-    "counts": ("minilora.tables", "counts"),
-    "table1": ("minilora.latency", "table1"),
-    "table4": ("minilora.tables", "table4"),
-    "table5": ("minilora.tables", "table5"),
-    "table6": ("minilora.tables", "table6"),
-    "figure3": ("minilora.section7", "REPRODUCTIONS"),
-    "figure4": ("minilora.section7", "REPRODUCTIONS"),
-    "table7": ("minilora.section7", "REPRODUCTIONS"),
+    "counts": ("minilora.paper.tables", "counts"),
+    "table1": ("minilora.paper.latency", "table1"),
+    "table4": ("minilora.paper.tables", "table4"),
+    "table5": ("minilora.paper.tables", "table5"),
+    "table6": ("minilora.paper.tables", "table6"),
+    "figure3": ("minilora.paper.section7", "REPRODUCTIONS"),
+    "figure4": ("minilora.paper.section7", "REPRODUCTIONS"),
+    "table7": ("minilora.paper.section7", "REPRODUCTIONS"),
 }
 NAMES = (*REPRODUCTIONS, "all")
 DEFAULT_OUT = "runs/reproduce"

@@ -1,8 +1,8 @@
 """The golden cases: fixed inputs (drawn from a seed) and the engine function that answers them.
 
 Each case is registered with ``@case(...)``; its reference runs minilora's engine on
-NumPy or CuPy (``device``), so ``minilora.golden.reproduce`` can hold the engine to the
-stored vectors on any device. ``minilora.golden`` writes and reads the files.
+NumPy or CuPy (``device``), so ``minilora.teach.golden.reproduce`` can hold the engine to the
+stored vectors on any device. ``minilora.teach.golden`` writes and reads the files.
 """
 
 from __future__ import annotations
@@ -159,15 +159,15 @@ def ref_layer_norm_backward(i, device):
     seed=201,
     signature="lora_forward(x, W0, b, A, B, alpha, r) -> h",
     formula="rows of x are inputs; h = x W0^T + b + (alpha / r) (x A^T) B^T (paper, Eq. 3)",
-    function="minilora.functional.lora_linear",
+    function="minilora.lora_fused.lora_linear",
     inputs=_lora_inputs("x", "W0", "b", "A", "B", "alpha", "r"),
     exercise=NB2,
 )
 def ref_lora_forward(i, device):
-    from minilora import functional as F
+    from minilora.lora_fused import lora_linear
 
     args = [_t(i[k], device) for k in ("x", "W0", "b", "A", "B")]
-    return {"h": _np(F.lora_linear(*args, float(i["alpha"]) / int(i["r"])))}
+    return {"h": _np(lora_linear(*args, float(i["alpha"]) / int(i["r"])))}
 
 
 @case(
@@ -176,15 +176,15 @@ def ref_lora_forward(i, device):
     signature="lora_backward(x, W0, A, B, G, alpha, r) -> (grad_x, grad_A, grad_B)",
     formula="s = alpha / r, G = dL/dh; grad_x = G W0 + s (G B) A, grad_A = s (G B)^T x, "
     "grad_B = s G^T (x A^T)",
-    function="minilora.functional.lora_linear (backward)",
+    function="minilora.lora_fused.lora_linear (backward)",
     inputs=_lora_inputs("x", "W0", "A", "B", "G", "alpha", "r"),
     exercise=NB2,
 )
 def ref_lora_backward(i, device):
-    from minilora import functional as F
+    from minilora.lora_fused import lora_linear
 
     x, A, B = (_t(i[k], device, True) for k in ("x", "A", "B"))
-    h = F.lora_linear(x, _t(i["W0"], device), None, A, B, float(i["alpha"]) / int(i["r"]))
+    h = lora_linear(x, _t(i["W0"], device), None, A, B, float(i["alpha"]) / int(i["r"]))
     h.backward(_t(i["G"], device))
     return {"grad_x": _np(x.grad), "grad_A": _np(A.grad), "grad_B": _np(B.grad)}
 
@@ -240,12 +240,12 @@ def ref_unmerge_weight(i, device):
     seed=205,
     signature="lora_param_count(n_layer, d_model, r, n_adapted) -> count",
     formula="|Theta| = 2 x L_hat x d_model x r with L_hat = n_adapted x n_layer (paper, 5.1)",
-    function="minilora.counting.lora_params",
+    function="minilora.paper.counting.lora_params",
     inputs=lambda rng: {"n_layer": 96, "d_model": 12288, "r": 8, "n_adapted": 2},
     exercise=NB2,
 )
 def ref_lora_param_count(i, device):
-    from minilora.counting import TARGETS, TransformerShape, lora_params
+    from minilora.paper.counting import TARGETS, TransformerShape, lora_params
 
     shape = TransformerShape(int(i["n_layer"]), int(i["d_model"]))
     count = lora_params(shape, int(i["r"]), TARGETS[: int(i["n_adapted"])])
@@ -258,12 +258,12 @@ def ref_lora_param_count(i, device):
     signature="subspace_similarity(A1, A2, i, j) -> phi",
     formula="U1, U2 = rows of Vh in svd(A1), svd(A2); "
     "phi = ||U1[:i] U2[:j]^T||_F^2 / min(i, j) (paper, 7.2, Eq. 4)",
-    function="minilora.analysis.subspace_similarity",
+    function="minilora.paper.analysis.subspace_similarity",
     inputs=lambda rng: {"A1": _n(rng, 8, 32), "A2": _n(rng, 16, 32), "i": 3, "j": 5},
     exercise=NB5,
 )
 def ref_subspace_similarity(i, device):
-    from minilora.analysis import subspace_similarity
+    from minilora.paper.analysis import subspace_similarity
 
     phi = subspace_similarity(_t(i["A1"], device), _t(i["A2"], device), int(i["i"]), int(i["j"]))
     return {"phi": np.asarray(phi, dtype=DTYPE)}

@@ -7,7 +7,7 @@ nn.Linear(in, r) and nn.Linear(r, out) even though GPT-2's Conv1D stores its
 own weight transposed: PEFT's ``fan_in_fan_out=True`` only transposes the
 merged product B A. So A and B carry over with no transpose at all.
 
-The fused c_attn (see ``minilora.hf``) produces [q | k | v]; in (out, in) form
+The fused c_attn (see ``minilora.interop.hf``) produces [q | k | v]; in (out, in) form
 its weight is Wq, Wk, Wv stacked by rows, so an update s B A on c_attn changes
 Wq by s B[0:C] A, Wk by s B[C:2C] A and Wv by s B[2C:3C] A.
 
@@ -40,10 +40,11 @@ from pathlib import Path
 
 import numpy as np
 
-from minilora import backend, io
-from minilora.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, peft_config_dict
+from minilora import backend
+from minilora.interop.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, peft_config_dict
 from minilora.lora import LoRAConfig, inject_lora, lora_layers
 from minilora.tensor import no_grad
+from minilora.work import io
 
 PREFIX = "base_model.model."
 QKV = ("q_proj", "k_proj", "v_proj")

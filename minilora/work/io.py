@@ -129,8 +129,8 @@ def read_checkpoint_config(directory) -> dict:
 
 def load_model(directory, device: str | None = None):
     """Load a checkpoint directory: returns (model, tokenizer or None, meta)."""
-    from minilora.data import CharTokenizer
     from minilora.transformer import GPT, GPTConfig
+    from minilora.work.data import CharTokenizer
 
     directory = Path(directory)
     info = read_checkpoint_config(directory)

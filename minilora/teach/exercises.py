@@ -4,11 +4,11 @@ Every exercise in ``notebooks/`` asks for a plain NumPy function (so the answer
 can be written in any framework and graded against the golden vectors), and is
 followed by a "check your answer" cell::
 
-    from minilora.exercises import check_matmul_backward
+    from minilora.teach.exercises import check_matmul_backward
     check_matmul_backward(matmul_backward)
 
 A checker calls the learner's function on fixed inputs (the golden vectors of
-``minilora/golden/v1`` and a few hand-picked cases) and compares each output
+``minilora/teach/golden/v1`` and a few hand-picked cases) and compares each output
 with the reference. On success it prints one line and returns True; on failure
 it raises :class:`ExerciseError` (an ``AssertionError``, so nbgrader counts it)
 naming the output, the shapes, the largest difference and, where it can tell,
@@ -108,7 +108,7 @@ def _passed(function: str, cases: int, largest: float) -> bool:
 
 def _golden_cases(name: str) -> list[tuple[dict, dict]]:
     """[(inputs, outputs)] of the shipped golden case ``name``."""
-    from minilora.golden import case_arguments, load_golden
+    from minilora.teach.golden import case_arguments, load_golden
 
     manifest, arrays = load_golden()
     entry = next(e for e in manifest["cases"] if e["name"] == name)
@@ -118,7 +118,7 @@ def _golden_cases(name: str) -> list[tuple[dict, dict]]:
 
 def _fresh_case(name: str, seed: int, **overrides) -> tuple[dict, dict]:
     """A golden case's reference on new inputs (another seed, some inputs replaced)."""
-    from minilora.golden_cases import golden_cases
+    from minilora.teach.golden_cases import golden_cases
 
     case = next(c for c in golden_cases() if c.name == name)
     inputs = {**case.make_inputs(np.random.default_rng(seed)), **overrides}
@@ -127,7 +127,7 @@ def _fresh_case(name: str, seed: int, **overrides) -> tuple[dict, dict]:
 
 def _unscaled(case: str) -> dict:
     """Known wrong answers of a LoRA case: {fault: fn(inputs) -> outputs}, the scaling wrong."""
-    from minilora.golden_cases import golden_cases
+    from minilora.teach.golden_cases import golden_cases
 
     reference = next(c for c in golden_cases() if c.name == case).reference
     # the reference scales by alpha / r: alpha = c * r makes it scale by c
@@ -359,6 +359,6 @@ EXERCISES = {
 
 def add_cli(subparsers) -> dict:
     """Add ``minilora exercises {strip,golden,execute}``; return {name: handler}."""
-    from minilora.notebook_tools import add_cli as add
+    from minilora.teach.notebook_tools import add_cli as add
 
     return add(subparsers)

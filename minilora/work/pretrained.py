@@ -18,16 +18,16 @@ from pathlib import Path
 import numpy as np
 
 from minilora import backend
-from minilora.data import (
+from minilora.transformer import GPT, GPTConfig
+from minilora.work.data import (
     CharTokenizer,
     build_vocabulary,
     pretraining_text,
     random_batch,
     split_text,
 )
-from minilora.io import load_model, save_model
-from minilora.train import TrainConfig, train
-from minilora.transformer import GPT, GPTConfig
+from minilora.work.io import load_model, save_model
+from minilora.work.train import TrainConfig, train
 
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 PRETRAINED = ("char-small",)

@@ -4,7 +4,7 @@
   ``### BEGIN SOLUTION`` and ``### END SOLUTION`` becomes ``raise NotImplementedError()``
   at the marker's indentation; outputs are cleared. (nbgrader's own ``generate_assignment``
   accepts the same notebooks: the exercise cells carry its cell metadata.)
-* ``golden OUT_DIR``: the golden vectors (``minilora.golden.make_golden``).
+* ``golden OUT_DIR``: the golden vectors (``minilora.teach.golden.make_golden``).
 * ``execute NOTEBOOK...``: run each notebook top to bottom in a clean kernel (nbclient) and
   write it back with its outputs; this is how the committed notebooks are regenerated.
 
@@ -103,7 +103,7 @@ def _strip(args, command):
 
 
 def _golden(args, command):
-    from minilora.golden import make_golden
+    from minilora.teach.golden import make_golden
 
     out = make_golden(args.out_dir)
     print(f"golden vectors written to {out} (golden.safetensors, manifest.json)")

@@ -1,7 +1,7 @@
 """Golden vectors: fixed inputs and the engine's outputs, for graders in any framework.
 
 One command writes them (``minilora exercises golden OUT_DIR``); the shipped copy
-is ``minilora/golden/v1/`` (this module is ``minilora.golden``; that folder holds
+is ``minilora/teach/golden/v1/`` (this module is ``minilora.teach.golden``; that folder holds
 only data files):
 
 * ``golden.safetensors``: every array, under the key ``CASE/in/NAME`` or
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minilora.golden_cases import DTYPE, GoldenCase, golden_cases
+from minilora.teach.golden_cases import DTYPE, GoldenCase, golden_cases
 
 __all__ = ["DTYPE", "GoldenCase", "golden_cases", "load_golden", "make_golden", "reproduce"]
 
@@ -66,8 +66,8 @@ def make_golden(out_dir) -> Path:
     """Compute every case with the engine on NumPy; write golden.safetensors + manifest.json."""
     from safetensors.numpy import save
 
-    import minilora
-    from minilora.io import write_atomic, write_json
+    from minilora._version import __version__
+    from minilora.work.io import write_atomic, write_json
 
     out_dir = Path(out_dir)
     arrays, entries = {}, []
@@ -105,7 +105,7 @@ def make_golden(out_dir) -> Path:
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "minilora_version": minilora.__version__,
+        "minilora_version": __version__,
         "numpy_version": np.__version__,
         "made_by": "minilora exercises golden OUT_DIR",
         "dtype": "float64 (integer inputs as int64, numbers as 0-d arrays)",
@@ -125,8 +125,8 @@ def make_golden(out_dir) -> Path:
 
 
 def load_golden(directory=None) -> tuple[dict, dict]:
-    """(manifest, arrays) of a golden directory (default: the shipped ``minilora/golden/v1``)."""
-    from minilora.io import CheckpointError, load_arrays
+    """(manifest, arrays) of a golden directory (default: the shipped ``teach/golden/v1``)."""
+    from minilora.work.io import CheckpointError, load_arrays
 
     directory = Path(directory) if directory is not None else GOLDEN_DIR
     manifest = json.loads((directory / MANIFEST).read_text())

@@ -5,7 +5,7 @@ latency, and the overhead grows as the batch (and with it the work per layer)
 shrinks (GPT-2 medium: AdapterH +3.0% at batch 32 x 512 tokens, +30.3% at
 1 x 128); LoRA, merged into W = W0 + B A, adds none.
 
-Here: the shipped base model, AdapterH and AdapterL (``minilora.baselines``,
+Here: the shipped base model, AdapterH and AdapterL (``minilora.paper.baselines``,
 r = 4), LoRA r = 8 on Wq, Wv merged and unloaded (plain Linear layers again),
 and, for comparison, the same LoRA unmerged. Every model is timed in this one
 process, interleaved (each repeat times every model once, in a rotating
@@ -40,9 +40,9 @@ def repeats(budget: str, batch: int, length: int) -> int:
 
 def build_models(seed: int = 0) -> dict:
     """The five models of the table, each from a fresh copy of the base model."""
-    from minilora.baselines import apply_method
     from minilora.lora import merge_and_unload
-    from minilora.pretrained import load_pretrained
+    from minilora.paper.baselines import apply_method
+    from minilora.work.pretrained import load_pretrained
 
     def fresh():
         return load_pretrained("char-small")[0]
@@ -83,8 +83,8 @@ def table1(budget: str, out_dir: Path, progress: bool = True) -> Path:
     """Write ``table1.md`` (and ``table1.png``): latency overhead against the base model."""
     from tqdm.auto import tqdm
 
-    from minilora.experiments import machine
-    from minilora.tables import _plot, _write, get_budget
+    from minilora.paper.experiments import machine
+    from minilora.paper.tables import _plot, _write, get_budget
 
     get_budget(budget)
     out_dir = Path(out_dir)

@@ -41,8 +41,9 @@ from pathlib import Path
 
 import numpy as np
 
-from minilora import backend, io
+from minilora import backend
 from minilora.transformer import GPT, GPTConfig
+from minilora.work import io
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -265,7 +266,7 @@ def _read_weights(directory: Path) -> tuple[dict, Path]:
 
 def load_gpt2(directory, dtype=np.float32):
     """Read a GPT-2 checkpoint directory: returns (GPT in eval mode, CharTokenizer or None)."""
-    from minilora.data import CharTokenizer
+    from minilora.work.data import CharTokenizer
 
     directory = Path(directory)
     if not directory.is_dir():
@@ -342,7 +343,7 @@ def save_gpt2(
     the adapter (the active one, or ``adapter_name``) to ``directory/adapter`` as
     a PEFT adapter for that model.
     """
-    from minilora.hf_adapters import write_peft_adapter
+    from minilora.interop.hf_adapters import write_peft_adapter
     from minilora.lora import lora_layers
 
     to_gpt2_state(model)  # refuse a merged model before creating anything
@@ -359,8 +360,8 @@ def import_gpt2(source, out, adapter=None, meta: dict | None = None) -> Path:
     Writes ``out`` (config.json + model.safetensors, minilora's format) and, with
     ``adapter``, ``out/adapter`` in minilora's adapter layout.
     """
-    from minilora.adapters import save_adapter
-    from minilora.hf_adapters import inject_peft_adapter
+    from minilora.interop.adapters import save_adapter
+    from minilora.interop.hf_adapters import inject_peft_adapter
 
     model, tokenizer = load_gpt2(source)
     meta = {"imported_from": str(source), **(meta or {})}

@@ -1,7 +1,7 @@
 """Tables 4, 5 and 6 and the parameter counts of Hu et al. 2021 (arXiv 2106.09685), at toy scale.
 
 Each table is ``fn(budget, out_dir, progress=True) -> Path``: it lists its
-runs (``minilora.experiments.Run``), gets their records from the cache under
+runs (``minilora.paper.experiments.Run``), gets their records from the cache under
 ``out_dir/cache`` (computing only what is missing), and writes ``<name>.md``
 (and, where a picture helps, ``<name>.png``) into ``out_dir``.
 
@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from minilora import io
-from minilora.baselines import DEFAULTS, LABELS, METHODS
-from minilora.experiments import METRICS, Run, run_all
+from minilora.paper.baselines import DEFAULTS, LABELS, METHODS
+from minilora.paper.experiments import METRICS, Run, run_all
+from minilora.work import io
 
 # One learning rate per method (AdamW, warm-up then cosine decay to a tenth).
 LR = {
@@ -154,7 +154,7 @@ def _mean_sd(scores) -> str:
 
 def header(title: str, b: Budget, records: list, what: str) -> list[str]:
     """The table's title, the budget and the settings it ran with, and where it ran."""
-    from minilora.experiments import BASE
+    from minilora.paper.experiments import BASE
 
     lines = [f"# {title} on {BASE} ({b.name} budget)", ""]
     if b.name == "quick":
@@ -331,7 +331,7 @@ def table6(budget: str, out_dir: Path, progress: bool = True) -> Path:
 
 def _paper_counts() -> list[tuple]:
     """(model, method, the paper's printed count in millions, the formula's count)."""
-    from minilora import counting as c
+    from minilora.paper import counting as c
 
     return [
         ("RoBERTa base", "LoRA Wq, Wv, r=8", 0.3, c.lora_params(c.ROBERTA_BASE, 8)),
@@ -351,11 +351,11 @@ def _paper_counts() -> list[tuple]:
 
 
 def counts(budget: str, out_dir: Path, progress: bool = True) -> Path:
-    """The paper's printed parameter counts beside ``minilora.counting``'s formulas,
+    """The paper's printed parameter counts beside ``minilora.paper.counting``'s formulas,
     and every method's count on our base model: formula and built model."""
-    from minilora.baselines import apply_method, trainable_count
     from minilora.lora import count_parameters
-    from minilora.pretrained import load_pretrained
+    from minilora.paper.baselines import apply_method, trainable_count
+    from minilora.work.pretrained import load_pretrained
 
     get_budget(budget)
     out_dir = Path(out_dir)
@@ -363,7 +363,7 @@ def counts(budget: str, out_dir: Path, progress: bool = True) -> Path:
         "# Trainable parameter counts (LoRA section 5.1)",
         "",
         "The paper prints counts in millions, rounded; the formula is "
-        "`minilora.counting`'s (no model built). The same at every budget.",
+        "`minilora.paper.counting`'s (no model built). The same at every budget.",
         "",
         "| model | method | paper prints | formula | formula, rounded | agrees |",
         "|---|---|---:|---:|---:|---|",

@@ -19,7 +19,7 @@ and the set of characters a task can produce are established by walking every
 path of the generator (``survey``), not by sampling.
 
 The word lists and templates the generators draw from are in
-``minilora.task_words``; this module generates, batches and scores.
+``minilora.work.task_words``; this module generates, batches and scores.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from functools import cache
 import numpy as np
 
 # The vocabulary the generators draw from; these names stay importable from here
-# (``from minilora.tasks import TABLES, SUBJECTS`` and so on).
-from minilora.task_words import (
+# (``from minilora.work.tasks import TABLES, SUBJECTS`` and so on).
+from minilora.work.task_words import (
     ACT_KIND_WORD,
     ACTS,
     NLI_BOTH,
@@ -47,7 +47,7 @@ from minilora.task_words import (
     SQL_TEMPLATES,
     SUBJECTS,
     TABLES,
-    Numeric,  # noqa: F401 (no longer used here; still importable from minilora.tasks)
+    Numeric,  # noqa: F401 (no longer used here; still importable from minilora.work.tasks)
     Table,
 )
 

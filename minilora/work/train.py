@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from minilora import backend
 from minilora.creation import manual_seed
 from minilora.optim import AdamW, clip_grad_norm, cosine_lr
 from minilora.tensor import no_grad
@@ -91,12 +92,13 @@ def train(model, get_batch, config: TrainConfig, out_dir=None, save=None) -> Tra
     Args:
         out_dir: where ``last/`` and ``best/`` checkpoints go (None: no checkpoints).
         save: ``save(model, directory)`` writes a checkpoint; default
-            ``minilora.io.save_model``. Fine-tuning passes one that saves the adapter.
+            ``minilora.work.io.save_model``. Fine-tuning passes one that saves the adapter.
     """
     from tqdm.auto import tqdm
 
     if save is None:
-        from minilora.io import save_model as save
+        from minilora.work.io import save_model as save
+    backend.tune_malloc()  # long work starts here (see backend.tune_malloc)
     manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     optimizer = make_optimizer(model, config)

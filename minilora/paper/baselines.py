@@ -5,7 +5,7 @@ one of them: it freezes everything, then makes trainable exactly what the
 method's definition names (adding the modules it needs), and returns the model
 to train (the GPT itself, or a wrapper around it for the prefix methods).
 ``trainable_count(name, config, settings)`` gives the same number from the
-configuration alone, by the paper's formulas (``minilora.counting``).
+configuration alone, by the paper's formulas (``minilora.paper.counting``).
 
     FT        every weight trains
     FT-Top2   only the last two blocks train
@@ -22,7 +22,10 @@ from __future__ import annotations
 import numpy as np
 
 from minilora import backend, ops
-from minilora.counting import (
+from minilora.creation import default_generator
+from minilora.lora import LoRAConfig, inject_lora
+from minilora.nn import LayerNorm, Linear, Module, Parameter
+from minilora.paper.counting import (
     TransformerShape,
     adapter_params,
     ft_top2_params,
@@ -30,9 +33,6 @@ from minilora.counting import (
     preembed_params,
     prelayer_params,
 )
-from minilora.creation import default_generator
-from minilora.lora import LoRAConfig, inject_lora
-from minilora.nn import LayerNorm, Linear, Module, Parameter
 from minilora.tensor import Tensor, no_grad
 
 METHODS = ("ft", "ft-top2", "bitfit", "preembed", "prelayer", "adapterh", "adapterl", "lora")

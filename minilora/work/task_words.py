@@ -1,6 +1,6 @@
 """The vocabulary of the generated tasks: word lists, templates and labels.
 
-Every string a generator in ``minilora.tasks`` emits comes from here:
+Every string a generator in ``minilora.work.tasks`` emits comes from here:
 
 * SQL: ``TABLES`` (three tables of four columns, described by ``Table`` and
   ``Numeric``: their values and the English that names and filters them),
@@ -12,7 +12,7 @@ Every string a generator in ``minilora.tasks`` emits comes from here:
   templates ``NLI_BOTH``, ``NLI_ONLY_PLACE``, ``NLI_ONLY_ACT``.
 
 Changing any string here changes the generated examples and the characters the
-tasks can produce, hence ``minilora.data.build_vocabulary`` and every model
+tasks can produce, hence ``minilora.work.data.build_vocabulary`` and every model
 trained with it.
 """
 

@@ -2,7 +2,7 @@
 
 No downloads: the pretraining corpus is the English documentation that ships
 with Python itself (``pydoc_data.topics``, the text behind ``help("topics")``),
-and the downstream tasks are generated from templates (see ``minilora.tasks``).
+and the downstream tasks are generated from templates (see ``minilora.work.tasks``).
 
 The tokenizer works on characters, the simplest scheme that still lets a small
 GPT learn something real. Its vocabulary is fixed when the base model is
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minilora.tasks import task_characters
+from minilora.work.tasks import task_characters
 
 __all__ = [
     "CharTokenizer",
@@ -153,7 +153,7 @@ def build_vocabulary() -> str:
 
     The union of: every character of ``pretraining_text()``, every character
     the task generators can produce (computed exhaustively from their
-    templates and word lists by ``minilora.tasks.task_characters``, not by
+    templates and word lists by ``minilora.work.tasks.task_characters``, not by
     sampling), and printable ASCII with newline. Deterministic for a given
     Python version; the result is baked into the pretrained model.
     """
