@@ -236,9 +236,8 @@ def _generate(args, command):
 def _finetune(args, command):
     from minilora.interop.adapters import save_adapter
     from minilora.lora import LoRAConfig
-    from minilora.work.finetune import evaluate, finetune
+    from minilora.work.finetune import evaluate, finetune, finetune_recipe
     from minilora.work.tasks import make_task
-    from minilora.work.train import TrainConfig
 
     model, tokenizer = _load(args.model, None, args.device)
     task = make_task(args.task, n_train=4000, n_val=200, n_test=max(args.eval, 1), seed=args.seed)
@@ -248,15 +247,8 @@ def _finetune(args, command):
         dropout=args.dropout,
         target_modules=tuple(t.strip() for t in args.targets.split(",") if t.strip()),
     )
-    config = TrainConfig(
-        steps=args.steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        warmup=max(1, args.steps // 20),
-        weight_decay=0.0,
-        eval_every=0,
-        seed=args.seed,
-        progress=not args.quiet,
+    config = finetune_recipe(
+        args.steps, args.lr, args.batch_size, args.seed, eval_batches=8, progress=not args.quiet
     )
     result = finetune(model, tokenizer, task, config, lora)
     save_adapter(model, args.out, base_model_name=args.model)

@@ -20,10 +20,9 @@ from minilora import backend
 from minilora.interop.adapters import save_adapter
 from minilora.lora import LoRAConfig, count_parameters, merge, unmerge
 from minilora.tensor import no_grad
-from minilora.work.finetune import complete, evaluate, finetune
+from minilora.work.finetune import complete, evaluate, finetune, finetune_recipe
 from minilora.work.pretrained import load_pretrained
 from minilora.work.tasks import make_task, task_batch
-from minilora.work.train import TrainConfig
 
 # The demo's recipe (see README: its measured output).
 DEMO_STEPS = 1200
@@ -76,17 +75,7 @@ def run_demo(
     say(f"  base model exact match: {before:.3f}")
 
     lora = LoRAConfig(r=r, alpha=alpha, dropout=dropout, target_modules=targets)
-    config = TrainConfig(
-        steps=steps,
-        batch_size=DEMO_BATCH,
-        lr=DEMO_LR,
-        warmup=max(1, steps // 20),
-        weight_decay=0.0,
-        eval_every=0,
-        eval_batches=4,
-        seed=seed,
-        progress=progress,
-    )
+    config = finetune_recipe(steps, DEMO_LR, DEMO_BATCH, seed, eval_batches=4, progress=progress)
     say(
         f"\nLoRA: r={r}, alpha={alpha:g} (scaling {lora.scaling:g}) on {', '.join(targets)}; "
         f"{steps} steps of AdamW, lr {DEMO_LR:g}, batch {DEMO_BATCH}"

@@ -144,10 +144,16 @@ class LoRALinear(Module):
         if self.active_adapter == name:
             self.active_adapter = next(iter(self.configs), None)
 
-    def delta_weight(self, name: str | None = None):
-        """dW = scaling * B A as an array of W0's shape (d_out x d_in)."""
+    def delta_weight(self, name: str | None = None, dtype=None):
+        """dW = (alpha / r) B A (section 4.1), an array of W0's shape (d_out x d_in).
+
+        In W0's dtype (what ``merge`` adds), or computed in ``dtype`` (section 7's
+        analyses ask for float64).
+        """
         name = name or self.active_adapter
         A, B = self.lora_A[name].weight.data, self.lora_B[name].weight.data
+        if dtype is not None:
+            return self.configs[name].scaling * (B.astype(dtype) @ A.astype(dtype))
         return (self.configs[name].scaling * (B @ A)).astype(self.base_layer.weight.dtype)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -19,7 +19,6 @@ from minilora import backend
 from minilora.nn import Linear
 from minilora.paper.analysis import (
     amplification,
-    delta_weight,
     expected_random_norm,
     subspace_similarity,
     subspace_similarity_grid,
@@ -306,15 +305,6 @@ def test_spectrum_edge_cases():
         update_spectrum(np.eye(2), threshold=-1.0)
     with pytest.raises(ValueError, match="fraction"):
         spec.energy_rank(0.0)
-
-
-def test_delta_weight():
-    a, b = gaussian(0, 2, 5), gaussian(1, 7, 2)
-    dw = delta_weight(a, b, scaling=0.5)
-    np.testing.assert_allclose(dw, 0.5 * b @ a, rtol=1e-12)
-    assert update_spectrum(dw).numerical_rank == 2
-    with pytest.raises(ValueError, match=r"lora_A \(2, 5\) \(r x d_in\) and lora_B \(7, 3\)"):
-        delta_weight(a, gaussian(1, 7, 3))
 
 
 # --------------------------------------------------------------------------- GPU parity

@@ -332,3 +332,19 @@ def test_adapters_inside_a_lora_layer_are_not_targets():
     with pytest.raises(ValueError) as info:
         inject_lora(gpt, LoRAConfig(r=2, target_modules=("query",)), "task_c")
     assert "base_layer" not in str(info.value) and "'q_proj'" in str(info.value)
+
+
+def test_delta_weight_in_float64_for_the_analyses():
+    """dW = (alpha/r) B A from the layer itself, in W0's dtype or in float64 (section 7)."""
+    from minilora.paper.analysis import update_spectrum
+
+    rng = np.random.default_rng(0)
+    layer = LoRALinear(Linear(5, 7, dtype=np.float32, generator=rng))
+    layer.add_adapter("default", LoRAConfig(r=2, alpha=1.0), generator=rng)
+    layer.lora_B["default"].weight.data = rng.standard_normal((7, 2)).astype(np.float32)
+    a, b = layer.lora_A["default"].weight.data, layer.lora_B["default"].weight.data
+    dw = layer.delta_weight(dtype=np.float64)
+    assert dw.dtype == np.float64 and dw.shape == (7, 5)
+    np.testing.assert_allclose(dw, 0.5 * b.astype(np.float64) @ a.astype(np.float64), rtol=1e-12)
+    assert layer.delta_weight().dtype == np.float32
+    assert update_spectrum(dw).numerical_rank == 2

@@ -322,19 +322,3 @@ def update_spectrum(dW, threshold: float | None = None) -> Spectrum:
         stable_rank=float((s**2).sum()) / s_max**2,
         threshold=float(threshold),
     )
-
-
-def delta_weight(lora_A, lora_B, scaling: float = 1.0):
-    """dW = scaling * B @ A (section 4.1), in float64 on the inputs' device.
-
-    lora_A is r x k (d_in), lora_B is d x r (d_out); arrays, Tensors, Parameters
-    or the adapter's Linear layers (their ``.weight``) all work.
-    """
-    a, b = _matrix(lora_A, "lora_A"), _matrix(lora_B, "lora_B")
-    _same_device(("lora_A", a), ("lora_B", b))
-    if b.shape[1] != a.shape[0]:
-        raise ValueError(
-            f"lora_B's columns must equal lora_A's rows (the rank r): "
-            f"got lora_A {tuple(a.shape)} (r x d_in) and lora_B {tuple(b.shape)} (d_out x r)"
-        )
-    return float(scaling) * (b @ a)

@@ -118,10 +118,10 @@ def execute(run: Run, progress: bool = False) -> dict:
     """Train ``run`` from the base model and measure it: the record to cache."""
     from minilora.lora import count_parameters
     from minilora.paper.baselines import apply_method
-    from minilora.work.finetune import task_batcher
+    from minilora.work.finetune import finetune_recipe, task_batcher
     from minilora.work.pretrained import load_pretrained
     from minilora.work.tasks import make_task
-    from minilora.work.train import TrainConfig, train
+    from minilora.work.train import train
 
     started = time.perf_counter()
     gpt, tokenizer, _ = load_pretrained(run.base)
@@ -131,16 +131,8 @@ def execute(run: Run, progress: bool = False) -> dict:
     scored = task.test if run.split == "test" else task.val[: run.n_eval]
     model = apply_method(gpt, run.method, dict(run.settings), np.random.default_rng(run.seed))
     counts = count_parameters(model)
-    config = TrainConfig(
-        steps=run.steps,
-        batch_size=run.batch_size,
-        lr=run.lr,
-        warmup=max(1, run.steps // 20),
-        weight_decay=0.0,
-        eval_every=0,
-        eval_batches=8,
-        seed=run.seed,
-        progress=progress,
+    config = finetune_recipe(
+        run.steps, run.lr, run.batch_size, run.seed, eval_batches=8, progress=progress
     )
     get_batch = task_batcher(task, tokenizer, run.batch_size, gpt.config.block_size)
     result = train(model, get_batch, config)

@@ -100,25 +100,16 @@ def _task(spec: RunSpec, n_test: int = 0):
 def train_adapter(spec: RunSpec, n_eval: int, eval_batches: int, progress: bool):
     """Train one adapter from the base model: returns (model, facts about the run)."""
     from minilora.lora import LoRAConfig, inject_lora
-    from minilora.work.finetune import evaluate, finetune
+    from minilora.work.finetune import evaluate, finetune, finetune_recipe
     from minilora.work.pretrained import load_pretrained
-    from minilora.work.train import TrainConfig
 
     model, tokenizer, _ = load_pretrained(spec.base)
     task = _task(spec, n_eval)
     lora = LoRAConfig(r=spec.r, alpha=spec.alpha, target_modules=spec.targets)
     # the seed draws A's initialisation (here) and the batches (in train)
     inject_lora(model, lora, generator=np.random.default_rng(spec.seed))
-    config = TrainConfig(
-        steps=spec.steps,
-        batch_size=spec.batch_size,
-        lr=spec.lr,
-        warmup=max(1, spec.steps // 20),
-        weight_decay=0.0,
-        eval_every=0,
-        eval_batches=eval_batches,
-        seed=spec.seed,
-        progress=progress,
+    config = finetune_recipe(
+        spec.steps, spec.lr, spec.batch_size, spec.seed, eval_batches, progress=progress
     )
     result = finetune(model, tokenizer, task, config)
     info = {
@@ -354,8 +345,7 @@ PAPER_TABLE7 = {
 
 def _amplification(model, block: int, r: int, name: str = "q_proj"):
     layer = _lora_layer(model, block, name)
-    A, B = layer.lora_A["default"].weight, layer.lora_B["default"].weight
-    dW = analysis.delta_weight(A, B, layer.configs["default"].scaling)
+    dW = layer.delta_weight("default", dtype=np.float64)
     return analysis.amplification(layer.base_layer.weight, dW, r)
 
 

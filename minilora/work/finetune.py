@@ -24,6 +24,33 @@ from minilora.work.tasks import exact_match, sample_task_batch, task_batch
 from minilora.work.train import TrainConfig, train
 
 
+def finetune_recipe(
+    steps: int,
+    lr: float,
+    batch_size: int,
+    seed: int = 0,
+    eval_batches: int = 4,
+    progress: bool = True,
+) -> TrainConfig:
+    """The project's one fine-tuning recipe (demo, CLI, Tables 4-6, section 7).
+
+    AdamW at ``lr`` with a linear warm-up over the first 5% of the steps and
+    cosine decay after it, no weight decay (the adapters start at B = 0 and
+    decay would pull them back to it), no evaluation during training.
+    """
+    return TrainConfig(
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        warmup=max(1, steps // 20),
+        weight_decay=0.0,
+        eval_every=0,
+        eval_batches=eval_batches,
+        seed=seed,
+        progress=progress,
+    )
+
+
 @no_grad()
 def complete(
     model, tokenizer, prompts, max_new_tokens: int = 80, stop: str = "\n", batch_size: int = 128
