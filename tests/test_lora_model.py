@@ -23,7 +23,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minilora import functional, ops
+from minilora import functional, lora_fused, ops
 from minilora import lora as L
 from minilora.nn import Linear
 from minilora.optim import AdamW
@@ -172,6 +172,7 @@ def backward_products(model, idx, targets):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(ops, "mm", counter)
         mp.setattr(functional, "mm", counter)  # functional did `from minilora.ops import mm`
+        mp.setattr(lora_fused, "mm", counter)  # and so did the fused LoRA layer
         loss.backward()
     return counter.shapes
 
