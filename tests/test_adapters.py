@@ -312,6 +312,28 @@ def test_interrupted_save_keeps_the_old_files_and_leaves_no_temporary(tmp_path, 
     assert np.array_equal(logits(load_adapter(make_gpt(config), tmp_path), idx), logits(old, idx))
 
 
+def test_save_cut_off_between_weights_and_config_keeps_the_old_adapter(tmp_path, monkeypatch):
+    config = gpt_config()
+    old = trained_model(config, L.LoRAConfig(r=2), seed=0)
+    target = tmp_path / "adapter"
+    save_adapter(old, target)
+    before = {name: (target / name).read_bytes() for name in (WEIGHTS, CONFIG)}
+
+    def cut(path, obj):  # adapter_model.safetensors is written by now
+        raise KeyboardInterrupt(f"power cut before {path}")
+
+    monkeypatch.setattr(io, "write_json", cut)
+    with pytest.raises(KeyboardInterrupt):
+        save_adapter(trained_model(config, L.LoRAConfig(r=4), seed=1), target)
+    with pytest.raises(KeyboardInterrupt):
+        save_adapter(old, tmp_path / "first")  # a first save: nothing at all
+    monkeypatch.undo()
+    assert os.listdir(tmp_path) == ["adapter"]  # no temporary directory, no "first"
+    assert {name: (target / name).read_bytes() for name in (WEIGHTS, CONFIG)} == before
+    idx = np.array([[3, 1, 4, 1, 5]])
+    assert np.array_equal(logits(load_adapter(make_gpt(config), target), idx), logits(old, idx))
+
+
 def test_save_refuses_a_merged_model(tmp_path):
     model = L.merge(trained_model(gpt_config(), L.LoRAConfig(r=2)))
     with pytest.raises(RuntimeError, match="unmerge"):

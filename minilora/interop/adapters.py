@@ -111,7 +111,11 @@ def adapter_state_dict(model, adapter_name: str | None = None) -> dict:
 def save_adapter(
     model, directory, adapter_name: str | None = None, base_model_name: str | None = None
 ) -> Path:
-    """Write ``adapter_model.safetensors`` and ``adapter_config.json`` into ``directory``."""
+    """Write ``adapter_model.safetensors`` and ``adapter_config.json`` into ``directory``.
+
+    The directory is replaced as a whole (``io.atomic_directory``): an error or an
+    interruption leaves the old adapter there, loadable.
+    """
     directory = Path(directory)
     layers = lora_layers(model)
     if not layers:
@@ -128,8 +132,9 @@ def save_adapter(
         k: np.asarray(backend.to_numpy(v), dtype=np.float32)
         for k, v in adapter_state_dict(model, name).items()
     }
-    io.save_arrays(directory / ADAPTER_WEIGHTS, state, metadata={"format": "pt"})
-    io.write_json(directory / ADAPTER_CONFIG, peft_config_dict(config, base_model_name))
+    with io.atomic_directory(directory) as tmp:
+        io.save_arrays(tmp / ADAPTER_WEIGHTS, state, metadata={"format": "pt"})
+        io.write_json(tmp / ADAPTER_CONFIG, peft_config_dict(config, base_model_name))
     return directory
 
 

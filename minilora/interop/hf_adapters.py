@@ -177,11 +177,15 @@ def peft_adapter(model, adapter_name: str | None = None, base_model_name: str | 
 
 
 def write_peft_adapter(model, directory, adapter_name=None, base_model_name=None) -> Path:
-    """Write ``adapter_model.safetensors`` + ``adapter_config.json`` that PEFT loads for GPT-2."""
+    """Write ``adapter_model.safetensors`` + ``adapter_config.json`` that PEFT loads for GPT-2.
+
+    The directory is replaced as a whole (``io.atomic_directory``).
+    """
     arrays, config = peft_adapter(model, adapter_name, base_model_name)
     directory = Path(directory)
-    io.save_arrays(directory / ADAPTER_WEIGHTS, arrays, metadata={"format": "pt"})
-    io.write_json(directory / ADAPTER_CONFIG, config)
+    with io.atomic_directory(directory) as tmp:
+        io.save_arrays(tmp / ADAPTER_WEIGHTS, arrays, metadata={"format": "pt"})
+        io.write_json(tmp / ADAPTER_CONFIG, config)
     return directory
 
 

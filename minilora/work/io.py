@@ -1,9 +1,10 @@
 """Reading and writing weights: safetensors for arrays, JSON for everything else.
 
-Two promises: nothing is lost (every file is written to a temporary name in
-its directory and renamed into place, so an interrupted save leaves the old
-file whole), and loading never runs code (safetensors and JSON hold data only;
-there is no pickle anywhere in minilora).
+Two promises: nothing is lost (every file and every checkpoint directory is
+written under a temporary name beside its target and renamed into place, so
+an interrupted save leaves the old one whole: ``minilora.work.files``), and
+loading never runs code (safetensors and JSON hold data only; there is no
+pickle anywhere in minilora).
 
 A model checkpoint is a directory::
 
@@ -15,39 +16,29 @@ A model checkpoint is a directory::
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from minilora import backend
+from minilora.work.files import CheckpointError, atomic_directory, write_atomic
+
+__all__ = [
+    "CheckpointError",
+    "atomic_directory",
+    "load_arrays",
+    "load_model",
+    "read_json",
+    "save_arrays",
+    "save_model",
+    "write_atomic",
+    "write_json",
+]
 
 FORMAT = "minilora"
 FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
-
-
-class CheckpointError(ValueError):
-    """A file that is missing, damaged, or not what the caller expected."""
-
-
-def write_atomic(path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same directory and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def write_json(path, obj) -> None:
@@ -91,21 +82,26 @@ def load_arrays(path) -> dict:
 
 
 def save_model(model, directory, tokenizer=None, meta: dict | None = None) -> Path:
-    """Write ``model`` (a GPT), its config, tokenizer and free-form ``meta`` to ``directory``."""
+    """Write ``model`` (a GPT), its config, tokenizer and free-form ``meta`` to ``directory``.
+
+    The directory is replaced as a whole (``atomic_directory``): an error or an
+    interruption leaves the old checkpoint there, loadable.
+    """
     directory = Path(directory)
     state = {k: v.astype(np.float32) for k, v in map_numpy(model.state_dict()).items()}
-    save_arrays(directory / WEIGHTS_NAME, state)
-    write_json(
-        directory / CONFIG_NAME,
-        {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "model_type": "gpt",
-            "config": model.config.to_dict(),
-            "tokenizer": tokenizer.to_dict() if tokenizer is not None else None,
-            "meta": meta or {},
-        },
-    )
+    with atomic_directory(directory) as tmp:
+        save_arrays(tmp / WEIGHTS_NAME, state)
+        write_json(
+            tmp / CONFIG_NAME,
+            {
+                "format": FORMAT,
+                "format_version": FORMAT_VERSION,
+                "model_type": "gpt",
+                "config": model.config.to_dict(),
+                "tokenizer": tokenizer.to_dict() if tokenizer is not None else None,
+                "meta": meta or {},
+            },
+        )
     return directory
 
 
