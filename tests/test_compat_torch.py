@@ -330,6 +330,37 @@ def test_peft_adapter_imports_with_peft_logits(tmp_path, options, f64_tol, recor
     )
 
 
+def test_peft_adapter_saved_in_bfloat16_imports_exactly(tmp_path, record_property):
+    """NumPy has no bfloat16: minilora widens it to float32 itself, bit for bit as torch."""
+    from safetensors import safe_open
+
+    theirs = peft_adapter(tmp_path, dict(r=2, lora_alpha=4, target_modules=["c_attn", "c_fc"]))
+    theirs.to(torch.bfloat16).save_pretrained(tmp_path / "bf16")
+    weights = tmp_path / "bf16" / "adapter_model.safetensors"
+    with safe_open(weights, framework="pt") as f:
+        saved = {k: f.get_tensor(k) for k in f.keys()}
+    assert saved and all(t.dtype == torch.bfloat16 for t in saved.values())
+    ours = io.load_arrays(weights)
+    assert set(ours) == set(saved)
+    for key, t in saved.items():
+        assert ours[key].dtype == np.float32
+        assert ours[key].tobytes() == t.float().numpy().tobytes(), key  # exact
+    hf.import_gpt2(tmp_path / "gpt2", tmp_path / "ours", adapter=tmp_path / "bf16")
+    model, _, _ = io.load_model(tmp_path / "ours")
+    load_adapter(model, tmp_path / "ours" / hf.ADAPTER_SUBDIR)
+    # PEFT in float32 with the same (bfloat16-rounded) adapter on the float32 base
+    base = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "gpt2")
+    reference = peft.PeftModel.from_pretrained(base, tmp_path / "bf16").float().eval()
+    ids = token_ids(17, 24, seed=5)
+    compare(
+        "PEFT bfloat16 adapter -> minilora",
+        "float32",
+        our_logits(model.eval(), ids),
+        torch_logits(reference, ids),
+        record_property,
+    )
+
+
 def test_peft_adapters_we_cannot_convert_are_refused(tmp_path):
     peft_adapter(
         tmp_path / "dora", dict(r=2, lora_alpha=4, target_modules=["c_attn"], use_dora=True)

@@ -16,6 +16,7 @@ A model checkpoint is a directory::
 from __future__ import annotations
 
 import json
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ from minilora.work.files import CheckpointError, atomic_directory, write_atomic
 __all__ = [
     "CheckpointError",
     "atomic_directory",
+    "bfloat16_to_float32",
     "load_arrays",
     "load_model",
     "read_json",
@@ -67,18 +69,68 @@ def save_arrays(path, arrays: dict, metadata: dict | None = None) -> None:
 
 
 def load_arrays(path) -> dict:
-    """Load a safetensors file as name -> NumPy array; a damaged file gives a CheckpointError."""
+    """Load a safetensors file as name -> NumPy array; a damaged file gives a CheckpointError.
+
+    NumPy has no bfloat16: BF16 tensors (torch's ``model.to(torch.bfloat16)``)
+    come back as float32, exactly (``bfloat16_to_float32``). float16 stays float16.
+    """
     from safetensors.numpy import load
 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: file not found")
+    raw, bf16 = _bfloat16_as_uint16(path.read_bytes())
     try:
-        return load(path.read_bytes())
+        arrays = load(raw)
     except Exception as err:  # safetensors raises its own error types for bad headers/sizes
         raise CheckpointError(
             f"{path}: not a readable safetensors file (truncated or damaged?): {err}"
         ) from None
+    for key in bf16:
+        arrays[key] = bfloat16_to_float32(arrays[key])
+    return arrays
+
+
+def bfloat16_to_float32(bits: np.ndarray) -> np.ndarray:
+    """bfloat16 values, given as their raw uint16 bits, as float32 (exactly).
+
+    A bfloat16 is the top half of a float32: the same sign bit, the same 8
+    exponent bits, the first 7 of its 23 mantissa bits. Shifted 16 places left
+    into a uint32, the bits are that float32, its low 16 mantissa bits zero.
+    """
+    return (np.asarray(bits, dtype=np.uint16).astype(np.uint32) << 16).view(np.float32)
+
+
+def _bfloat16_as_uint16(raw: bytes) -> tuple[bytes, list[str]]:
+    """``raw`` with every BF16 tensor relabelled U16 (same bytes), and those tensors' names.
+
+    A safetensors file is: the header's length n (8 bytes, little-endian), n bytes
+    of JSON ``{name: {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__":
+    {...}}``, then the data. Offsets count from the end of the header, so the
+    header may change length. Anything that does not parse is returned as it
+    is, for safetensors to report as damaged.
+    """
+    if len(raw) < 8:
+        return raw, []
+    (n,) = struct.unpack("<Q", raw[:8])
+    try:
+        header = json.loads(raw[8 : 8 + n])
+    except (ValueError, UnicodeDecodeError):
+        return raw, []
+    if not isinstance(header, dict):
+        return raw, []
+    bf16 = [
+        k
+        for k, v in header.items()
+        if k != "__metadata__" and isinstance(v, dict) and v.get("dtype") == "BF16"
+    ]
+    if not bf16:
+        return raw, []
+    for k in bf16:
+        header[k]["dtype"] = "U16"
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # safetensors pads its header to 8 bytes with spaces
+    return struct.pack("<Q", len(text)) + text + raw[8 + n :], bf16
 
 
 def save_model(model, directory, tokenizer=None, meta: dict | None = None) -> Path:
