@@ -141,3 +141,40 @@ def test_alpha_patterns_fold_into_b_and_partial_layers_keep_full_names(tmp_path)
         rtol=1e-5,
         atol=1e-6,
     )
+
+
+# ---- bad content is refused at the door ------------------------------------------------
+
+
+def test_a_peft_adapter_with_nan_or_inf_is_refused_naming_the_tensor(tmp_path):
+    arrays = peft_arrays(np.random.default_rng(5))
+    key = f"{PREFIX}h.1.attn.c_attn.lora_A.weight"
+    arrays[key][0, 2] = np.inf
+    write_peft(tmp_path / "ad", arrays)
+    with pytest.raises(io.CheckpointError) as info:
+        hf_adapters.read_peft_adapter(tmp_path / "ad", random_gpt().config)
+    assert repr(key) in str(info.value) and "inf" in str(info.value)
+    hf.save_gpt2(random_gpt(), tmp_path / "gpt2")
+    with pytest.raises(io.CheckpointError, match="non-finite"):
+        hf.import_gpt2(tmp_path / "gpt2", tmp_path / "out", adapter=tmp_path / "ad")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "words"),
+    [
+        ("r", "eight", ["'r' is 'eight' (str)", "expected an integer >= 1"]),
+        ("lora_alpha", None, ["'lora_alpha' is None", "a number > 0"]),
+        ("use_rslora", "true", ["'use_rslora' is 'true' (str)", "true or false"]),
+        ("rank_pattern", {"c_attn": 4.0}, ["'rank_pattern'", "integer rank"]),
+        ("alpha_pattern", [8], ["'alpha_pattern' is [8]", "an object"]),
+        ("init_lora_weights", "pissa_niter_4", ["'init_lora_weights' is 'pissa_niter_4'"]),
+    ],
+)
+def test_a_peft_config_field_of_the_wrong_type_is_refused_by_name(tmp_path, field, value, words):
+    write_peft(tmp_path / "ad", peft_arrays(np.random.default_rng(6)), **{field: value})
+    with pytest.raises(io.CheckpointError) as info:
+        hf_adapters.read_peft_adapter(tmp_path / "ad", random_gpt().config)
+    assert "adapter_config.json" in str(info.value)
+    for word in words:
+        assert word in str(info.value)

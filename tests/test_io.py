@@ -327,3 +327,43 @@ def test_a_damaged_bfloat16_file_is_still_called_damaged(tmp_path):
         (tmp_path / name).write_bytes(broken)
         with pytest.raises(CheckpointError, match=f"{name}.*truncated or damaged"):
             mio.load_arrays(tmp_path / name)
+
+
+# ---- the tokenizer and the config must agree -----------------------------------------------------
+
+
+def test_a_tokenizer_larger_than_the_vocabulary_is_refused_naming_both(tmp_path):
+    save_model(tiny_gpt(), tmp_path, tokenizer=CharTokenizer("abcdefghijkl"))  # 12 > 11
+    with pytest.raises(CheckpointError) as info:
+        load_model(tmp_path)
+    message = str(info.value)
+    assert "config.json" in message
+    assert "the tokenizer has 12 characters" in message and "vocab_size=11" in message
+
+
+def test_a_tokenizer_smaller_than_the_vocabulary_loads(tmp_path):
+    """As GPT-2 imports allow: a vocabulary padded beyond the characters (nanoGPT pads to 64s)."""
+    save_model(tiny_gpt(), tmp_path, tokenizer=CharTokenizer("abc"))
+    _, tok, _ = load_model(tmp_path)
+    assert tok.vocab_size == 3
+
+
+@pytest.mark.parametrize(
+    ("edit", "words"),
+    [
+        (lambda info: info["config"].update(n_layer="two"), ["n_layer='two'", "int >= 1"]),
+        (lambda info: info["config"].update(width=3), ["unknown fields ['width']"]),
+        (lambda info: info.update(tokenizer={"type": "bpe"}), ['"type": "char"']),
+        (lambda info: info.pop("config"), ["'config'", "missing"]),
+    ],
+)
+def test_a_bad_config_json_is_refused_naming_the_file(tmp_path, edit, words):
+    save_model(tiny_gpt(), tmp_path, tokenizer=CharTokenizer("abc"))
+    info = json.loads((tmp_path / "config.json").read_text())
+    edit(info)
+    (tmp_path / "config.json").write_text(json.dumps(info))
+    with pytest.raises(CheckpointError) as err:
+        load_model(tmp_path)
+    assert "config.json" in str(err.value)
+    for word in words:
+        assert word in str(err.value)

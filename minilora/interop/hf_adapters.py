@@ -41,7 +41,12 @@ from pathlib import Path
 import numpy as np
 
 from minilora import backend
-from minilora.interop.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, peft_config_dict
+from minilora.interop.adapters import (
+    ADAPTER_CONFIG,
+    ADAPTER_WEIGHTS,
+    check_peft_config,
+    peft_config_dict,
+)
 from minilora.lora import LoRAConfig, inject_lora, lora_layers
 from minilora.tensor import no_grad
 from minilora.work import io
@@ -241,7 +246,7 @@ def read_peft_adapter(directory, config) -> tuple[LoRAConfig, dict]:
     ``config`` (our GPTConfig); anything that cannot be converted exactly is refused by name."""
     directory = Path(directory)
     cfg_path, w_path = directory / ADAPTER_CONFIG, directory / ADAPTER_WEIGHTS
-    d = io.read_json(cfg_path)
+    d = check_peft_config(io.read_json(cfg_path), cfg_path)
     if d.get("peft_type") != "LORA":
         raise io.CheckpointError(
             f"{cfg_path}: peft_type is {d.get('peft_type')!r}, expected 'LORA'"
@@ -259,7 +264,9 @@ def read_peft_adapter(directory, config) -> tuple[LoRAConfig, dict]:
             )
     rslora, C = bool(d.get("use_rslora", False)), config.d_model
     found = {}  # (layer, GPT-2 kind) -> {"A": array, "B": array, "key": module key}
-    for key, value in io.load_arrays(w_path).items():
+    arrays = io.load_arrays(w_path)
+    io.check_finite(arrays, w_path)
+    for key, value in arrays.items():
         m = _KEY.fullmatch(key.removeprefix(PREFIX))
         if m is None:
             what = (

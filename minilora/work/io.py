@@ -28,6 +28,7 @@ __all__ = [
     "CheckpointError",
     "atomic_directory",
     "bfloat16_to_float32",
+    "check_finite",
     "load_arrays",
     "load_model",
     "read_json",
@@ -133,6 +134,21 @@ def _bfloat16_as_uint16(raw: bytes) -> tuple[bytes, list[str]]:
     return struct.pack("<Q", len(text)) + text + raw[8 + n :], bf16
 
 
+def check_finite(arrays: dict, path) -> None:
+    """Refuse NaN or inf in any floating-point array, naming the file, the key and where."""
+    for key, value in arrays.items():
+        a = np.asarray(backend.to_numpy(getattr(value, "data", value)))
+        if a.dtype.kind not in "fc" or np.isfinite(a).all():
+            continue
+        bad = ~np.isfinite(a)
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise CheckpointError(
+            f"{path}: tensor {key!r} holds {int(bad.sum())} non-finite value(s) of {a.size} "
+            f"(the first, {a[first]}, at index {first}); expected finite numbers "
+            "(was it saved after training diverged?)"
+        )
+
+
 def save_model(model, directory, tokenizer=None, meta: dict | None = None) -> Path:
     """Write ``model`` (a GPT), its config, tokenizer and free-form ``meta`` to ``directory``.
 
@@ -182,7 +198,21 @@ def load_model(directory, device: str | None = None):
 
     directory = Path(directory)
     info = read_checkpoint_config(directory)
-    config = GPTConfig.from_dict(info["config"])
+    try:
+        config = GPTConfig.from_dict(info["config"])
+        tokenizer = CharTokenizer.from_dict(info["tokenizer"]) if info.get("tokenizer") else None
+    except KeyError as err:
+        raise CheckpointError(f"{directory / CONFIG_NAME}: the key {err} is missing") from None
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{directory / CONFIG_NAME}: {err}") from None
+    if tokenizer is not None and tokenizer.vocab_size > config.vocab_size:
+        raise CheckpointError(
+            f"{directory / CONFIG_NAME}: the tokenizer has {tokenizer.vocab_size} characters "
+            f"(token ids 0..{tokenizer.vocab_size - 1}), but the model's config has "
+            f"vocab_size={config.vocab_size}; expected a tokenizer of at most "
+            f"{config.vocab_size} characters (are the tokenizer and the weights from "
+            "different checkpoints?)"
+        )
     model = GPT(config)
     try:
         model.load_state_dict(load_arrays(directory / WEIGHTS_NAME))
@@ -192,7 +222,6 @@ def load_model(directory, device: str | None = None):
         ) from None
     if device is not None:
         model.to(device)
-    tokenizer = CharTokenizer.from_dict(info["tokenizer"]) if info.get("tokenizer") else None
     return model, tokenizer, info.get("meta", {})
 
 
