@@ -270,6 +270,35 @@ def test_our_adapter_in_peft_float64(tmp_path, record_property):
     )
 
 
+def test_each_of_two_named_adapters_loads_in_peft(tmp_path, record_property):
+    """Adapter "default" on q_proj, "b" on v_proj: each exported alone computes what ours does with
+    only that adapter active (set_adapter leaves the other's layers without one)."""
+    from minilora.lora import set_adapter
+
+    ours = our_model(seed=9)
+    rng = np.random.default_rng(10)
+    inject_lora(ours, LoRAConfig(r=2, alpha=3.0, target_modules=("q_proj",)), generator=rng)
+    inject_lora(ours, LoRAConfig(r=3, alpha=5.0, target_modules=("v_proj",)), "b", generator=rng)
+    for layer in lora_layers(ours).values():
+        for name in layer.lora_B.keys():
+            B = layer.lora_B[name].weight
+            B.data = rng.normal(0.0, 0.5, B.shape).astype(np.float32)
+    ours.eval()
+    ids = token_ids(17, 24, seed=6)
+    for name in ("b", "default"):
+        hf.save_gpt2(ours, tmp_path / name, adapter_name=name)
+        base = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / name)
+        theirs = peft.PeftModel.from_pretrained(base, tmp_path / name / hf.ADAPTER_SUBDIR).eval()
+        set_adapter(ours, name)
+        compare(
+            "minilora named adapter -> PeftModel",
+            "float32",
+            our_logits(ours, ids),
+            torch_logits(theirs, ids),
+            record_property,
+        )
+
+
 # (options, float64 tolerance). With alpha_pattern, mlp.c_proj's scaling 3/2 differs from the
 # adapter's 8/2: minilora has one scaling per adapter, so B absorbs the ratio 3/8 and, stored
 # in float32 like every adapter, is rounded once (relative 6e-8): equal to float32 precision.

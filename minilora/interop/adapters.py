@@ -175,6 +175,18 @@ def adapter_state_dict(model, adapter_name: str | None = None) -> dict:
     return state
 
 
+def active_adapter_name(layers: dict, caller: str) -> str:
+    """The adapter to save when none is named: the active one of the first layer that has one.
+
+    With two adapters on different layers ("default" on q_proj, "b" on v_proj),
+    each is active in its own layers; the first in the model's order wins.
+    """
+    name = next((layer.active_adapter for layer in layers.values() if layer.active_adapter), None)
+    if name is None:
+        raise ValueError(f"{caller}: no adapter is active; name one with adapter_name=")
+    return name
+
+
 def save_adapter(
     model, directory, adapter_name: str | None = None, base_model_name: str | None = None
 ) -> Path:
@@ -189,11 +201,9 @@ def save_adapter(
         raise ValueError("save_adapter: the model has no LoRA layers (call inject_lora first)")
     if any(layer.merged for layer in layers.values()):
         raise RuntimeError("save_adapter on a merged model: unmerge(model) first")
-    name = adapter_name or next(
-        (layer.active_adapter for layer in layers.values() if layer.active_adapter), None
-    )
-    if name is None:
-        raise ValueError("save_adapter: no adapter is active; name one with adapter_name=")
+    name = adapter_name or active_adapter_name(layers, "save_adapter")
+    if not any(name in layer.configs for layer in layers.values()):
+        raise ValueError(f"save_adapter: the model has no LoRA adapter named {name!r}")
     config = next(layer.configs[name] for layer in layers.values() if name in layer.configs)
     state = {
         k: np.asarray(backend.to_numpy(v), dtype=np.float32)

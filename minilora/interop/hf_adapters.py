@@ -44,6 +44,7 @@ from minilora import backend
 from minilora.interop.adapters import (
     ADAPTER_CONFIG,
     ADAPTER_WEIGHTS,
+    active_adapter_name,
     check_peft_config,
     peft_config_dict,
 )
@@ -102,7 +103,7 @@ def peft_adapter(model, adapter_name: str | None = None, base_model_name: str | 
     layers = lora_layers(model)
     if not layers:
         raise ValueError("the model has no LoRA layers (call inject_lora or load_adapter first)")
-    name = adapter_name or next(iter(layers.values())).active_adapter
+    name = adapter_name or active_adapter_name(layers, "peft_adapter")
     ours = {}
     for path, layer in layers.items():
         if name not in layer.configs:
@@ -121,7 +122,8 @@ def peft_adapter(model, adapter_name: str | None = None, base_model_name: str | 
         raise ValueError(f"the model has no LoRA adapter named {name!r}")
     if len({cfg.use_rslora for _, _, cfg in ours.values()}) > 1:
         raise ValueError(f"adapter {name!r} mixes use_rslora true and false; PEFT has one flag")
-    rslora = next(iter(ours.values()))[2].use_rslora
+    held = next(iter(ours.values()))[2]  # the config, from a layer that holds the adapter
+    config, rslora = peft_config_dict(held, base_model_name), held.use_rslora
     C, modules = model.config.d_model, {}  # GPT-2 module path -> (A, B, r, alpha)
     for i in range(model.config.n_layer):
         b = f"blocks.{i}."
@@ -160,7 +162,6 @@ def peft_adapter(model, adapter_name: str | None = None, base_model_name: str | 
             )
         return out
 
-    config = peft_config_dict(next(iter(layers.values())).configs[name], base_model_name)
     config.update(
         {
             "r": int(top_r),
