@@ -233,10 +233,19 @@ def test_damaged_config_json_is_refused(tmp_path, text):
     [
         (lambda m: m.__delitem__("r"), ["'r'", "missing"]),
         (lambda m: m.__delitem__("target_modules"), ["'target_modules'"]),
-        (lambda m: m.update(r=0), ["r=0"]),
-        (lambda m: m.update(r="two"), ["two"]),
-        (lambda m: m.update(lora_dropout=1.5), ["dropout=1.5"]),
-        (lambda m: m.update(bias="some"), ["bias='some'"]),
+        (lambda m: m.update(r=0), ["'r' is 0", "integer >= 1"]),
+        (lambda m: m.update(r="two"), ["'r' is 'two'", "integer"]),
+        (lambda m: m.update(r="eight"), ["'r' is 'eight' (str)", "expected an integer >= 1"]),
+        (lambda m: m.update(r=8.5), ["'r' is 8.5 (float)", "integer"]),
+        (lambda m: m.update(r=True), ["'r' is True (bool)", "integer"]),
+        (lambda m: m.update(lora_alpha="16"), ["'lora_alpha' is '16' (str)", "a number > 0"]),
+        (lambda m: m.update(lora_dropout=1.5), ["'lora_dropout' is 1.5", "[0, 1)"]),
+        (lambda m: m.update(bias="some"), ["'bias' is 'some'", "'lora_only'"]),
+        (lambda m: m.update(use_rslora="false"), ["'use_rslora' is 'false' (str)", "true or"]),
+        (lambda m: m.update(target_modules=5), ["'target_modules' is 5 (int)", "module name"]),
+        (lambda m: m.update(target_modules=[]), ["'target_modules' is []", "non-empty"]),
+        (lambda m: m.update(init_lora_weights="pissa"), ["'init_lora_weights' is 'pissa'"]),
+        (lambda m: m.update(rank_pattern={"q": "4"}), ["'rank_pattern' is {'q': '4'}"]),
         (lambda m: [m], ["JSON object", "list"]),
     ],
 )
@@ -250,6 +259,23 @@ def test_config_json_that_is_not_a_lora_config_is_refused(tmp_path, change, word
         load_adapter(make_gpt(gpt_config()), tmp_path)
     for word in words:
         assert word in str(info.value)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_nan_or_inf_in_a_weight_is_refused_naming_the_tensor(tmp_path, bad):
+    model = trained_model(gpt_config(n_layer=2), L.LoRAConfig(r=2))
+    save_adapter(model, tmp_path)
+    state = load_file(str(tmp_path / WEIGHTS))
+    key = "base_model.model.blocks.1.attn.v_proj.lora_B.weight"
+    state[key][3, 1] = bad
+    io.save_arrays(tmp_path / WEIGHTS, state)
+    fresh = make_gpt(gpt_config(n_layer=2))
+    with pytest.raises(io.CheckpointError) as info:
+        load_adapter(fresh, tmp_path)
+    message = str(info.value)
+    assert WEIGHTS in message and repr(key) in message and "(3, 1)" in message
+    assert "1 non-finite value" in message and str(bad) in message and "finite" in message
+    assert not L.lora_layers(fresh)  # refused before anything was injected
 
 
 def test_target_modules_as_one_string_is_one_name(tmp_path):
@@ -310,6 +336,28 @@ def test_interrupted_save_keeps_the_old_files_and_leaves_no_temporary(tmp_path, 
     assert {name: (tmp_path / name).read_bytes() for name in (WEIGHTS, CONFIG)} == before
     idx = np.array([[3, 1, 4, 1, 5]])
     assert np.array_equal(logits(load_adapter(make_gpt(config), tmp_path), idx), logits(old, idx))
+
+
+def test_save_cut_off_between_weights_and_config_keeps_the_old_adapter(tmp_path, monkeypatch):
+    config = gpt_config()
+    old = trained_model(config, L.LoRAConfig(r=2), seed=0)
+    target = tmp_path / "adapter"
+    save_adapter(old, target)
+    before = {name: (target / name).read_bytes() for name in (WEIGHTS, CONFIG)}
+
+    def cut(path, obj):  # adapter_model.safetensors is written by now
+        raise KeyboardInterrupt(f"power cut before {path}")
+
+    monkeypatch.setattr(io, "write_json", cut)
+    with pytest.raises(KeyboardInterrupt):
+        save_adapter(trained_model(config, L.LoRAConfig(r=4), seed=1), target)
+    with pytest.raises(KeyboardInterrupt):
+        save_adapter(old, tmp_path / "first")  # a first save: nothing at all
+    monkeypatch.undo()
+    assert os.listdir(tmp_path) == ["adapter"]  # no temporary directory, no "first"
+    assert {name: (target / name).read_bytes() for name in (WEIGHTS, CONFIG)} == before
+    idx = np.array([[3, 1, 4, 1, 5]])
+    assert np.array_equal(logits(load_adapter(make_gpt(config), target), idx), logits(old, idx))
 
 
 def test_save_refuses_a_merged_model(tmp_path):

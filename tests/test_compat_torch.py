@@ -270,6 +270,35 @@ def test_our_adapter_in_peft_float64(tmp_path, record_property):
     )
 
 
+def test_each_of_two_named_adapters_loads_in_peft(tmp_path, record_property):
+    """Adapter "default" on q_proj, "b" on v_proj: each exported alone computes what ours does with
+    only that adapter active (set_adapter leaves the other's layers without one)."""
+    from minilora.lora import set_adapter
+
+    ours = our_model(seed=9)
+    rng = np.random.default_rng(10)
+    inject_lora(ours, LoRAConfig(r=2, alpha=3.0, target_modules=("q_proj",)), generator=rng)
+    inject_lora(ours, LoRAConfig(r=3, alpha=5.0, target_modules=("v_proj",)), "b", generator=rng)
+    for layer in lora_layers(ours).values():
+        for name in layer.lora_B.keys():
+            B = layer.lora_B[name].weight
+            B.data = rng.normal(0.0, 0.5, B.shape).astype(np.float32)
+    ours.eval()
+    ids = token_ids(17, 24, seed=6)
+    for name in ("b", "default"):
+        hf.save_gpt2(ours, tmp_path / name, adapter_name=name)
+        base = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / name)
+        theirs = peft.PeftModel.from_pretrained(base, tmp_path / name / hf.ADAPTER_SUBDIR).eval()
+        set_adapter(ours, name)
+        compare(
+            "minilora named adapter -> PeftModel",
+            "float32",
+            our_logits(ours, ids),
+            torch_logits(theirs, ids),
+            record_property,
+        )
+
+
 # (options, float64 tolerance). With alpha_pattern, mlp.c_proj's scaling 3/2 differs from the
 # adapter's 8/2: minilora has one scaling per adapter, so B absorbs the ratio 3/8 and, stored
 # in float32 like every adapter, is rounded once (relative 6e-8): equal to float32 precision.
@@ -327,6 +356,37 @@ def test_peft_adapter_imports_with_peft_logits(tmp_path, options, f64_tol, recor
     check = "PEFT adapter -> minilora" + (" (alpha_pattern)" if "alpha_pattern" in options else "")
     compare(
         check, "float64", our_logits(ours, ids), torch_logits(theirs, ids), record_property, f64_tol
+    )
+
+
+def test_peft_adapter_saved_in_bfloat16_imports_exactly(tmp_path, record_property):
+    """NumPy has no bfloat16: minilora widens it to float32 itself, bit for bit as torch."""
+    from safetensors import safe_open
+
+    theirs = peft_adapter(tmp_path, dict(r=2, lora_alpha=4, target_modules=["c_attn", "c_fc"]))
+    theirs.to(torch.bfloat16).save_pretrained(tmp_path / "bf16")
+    weights = tmp_path / "bf16" / "adapter_model.safetensors"
+    with safe_open(weights, framework="pt") as f:
+        saved = {k: f.get_tensor(k) for k in f.keys()}
+    assert saved and all(t.dtype == torch.bfloat16 for t in saved.values())
+    ours = io.load_arrays(weights)
+    assert set(ours) == set(saved)
+    for key, t in saved.items():
+        assert ours[key].dtype == np.float32
+        assert ours[key].tobytes() == t.float().numpy().tobytes(), key  # exact
+    hf.import_gpt2(tmp_path / "gpt2", tmp_path / "ours", adapter=tmp_path / "bf16")
+    model, _, _ = io.load_model(tmp_path / "ours")
+    load_adapter(model, tmp_path / "ours" / hf.ADAPTER_SUBDIR)
+    # PEFT in float32 with the same (bfloat16-rounded) adapter on the float32 base
+    base = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "gpt2")
+    reference = peft.PeftModel.from_pretrained(base, tmp_path / "bf16").float().eval()
+    ids = token_ids(17, 24, seed=5)
+    compare(
+        "PEFT bfloat16 adapter -> minilora",
+        "float32",
+        our_logits(model.eval(), ids),
+        torch_logits(reference, ids),
+        record_property,
     )
 
 

@@ -24,7 +24,7 @@ from hf_reference import (  # noqa: E402
 
 from minilora.interop import hf, hf_adapters
 from minilora.interop.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, load_adapter
-from minilora.lora import lora_layers
+from minilora.lora import LoRAConfig, inject_lora, lora_layers
 from minilora.work import io
 from minilora.work.data import CharTokenizer
 
@@ -141,3 +141,91 @@ def test_alpha_patterns_fold_into_b_and_partial_layers_keep_full_names(tmp_path)
         rtol=1e-5,
         atol=1e-6,
     )
+
+
+# ---- bad content is refused at the door ------------------------------------------------
+
+
+def test_a_peft_adapter_with_nan_or_inf_is_refused_naming_the_tensor(tmp_path):
+    arrays = peft_arrays(np.random.default_rng(5))
+    key = f"{PREFIX}h.1.attn.c_attn.lora_A.weight"
+    arrays[key][0, 2] = np.inf
+    write_peft(tmp_path / "ad", arrays)
+    with pytest.raises(io.CheckpointError) as info:
+        hf_adapters.read_peft_adapter(tmp_path / "ad", random_gpt().config)
+    assert repr(key) in str(info.value) and "inf" in str(info.value)
+    hf.save_gpt2(random_gpt(), tmp_path / "gpt2")
+    with pytest.raises(io.CheckpointError, match="non-finite"):
+        hf.import_gpt2(tmp_path / "gpt2", tmp_path / "out", adapter=tmp_path / "ad")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "words"),
+    [
+        ("r", "eight", ["'r' is 'eight' (str)", "expected an integer >= 1"]),
+        ("lora_alpha", None, ["'lora_alpha' is None", "a number > 0"]),
+        ("use_rslora", "true", ["'use_rslora' is 'true' (str)", "true or false"]),
+        ("rank_pattern", {"c_attn": 4.0}, ["'rank_pattern'", "integer rank"]),
+        ("alpha_pattern", [8], ["'alpha_pattern' is [8]", "an object"]),
+        ("init_lora_weights", "pissa_niter_4", ["'init_lora_weights' is 'pissa_niter_4'"]),
+    ],
+)
+def test_a_peft_config_field_of_the_wrong_type_is_refused_by_name(tmp_path, field, value, words):
+    write_peft(tmp_path / "ad", peft_arrays(np.random.default_rng(6)), **{field: value})
+    with pytest.raises(io.CheckpointError) as info:
+        hf_adapters.read_peft_adapter(tmp_path / "ad", random_gpt().config)
+    assert "adapter_config.json" in str(info.value)
+    for word in words:
+        assert word in str(info.value)
+
+
+# ---- two named adapters on different layers ------------------------------------------------
+
+
+def two_adapters():
+    """Adapter "default" (r 2) on q_proj and "b" (r 3) on v_proj, B random in both."""
+    model = random_gpt()
+    rng = np.random.default_rng(7)
+    inject_lora(model, LoRAConfig(r=2, alpha=3.0, target_modules=("q_proj",)), generator=rng)
+    inject_lora(model, LoRAConfig(r=3, alpha=5.0, target_modules=("v_proj",)), "b", generator=rng)
+    for layer in lora_layers(model).values():
+        for name in layer.lora_B.keys():
+            B = layer.lora_B[name].weight
+            B.data = rng.normal(0.0, 0.5, B.shape).astype(np.float32)
+    return model
+
+
+@pytest.mark.parametrize(
+    ("adapter_name", "name", "proj"),
+    [(None, "b", "v_proj"), ("b", "b", "v_proj"), ("default", "default", "q_proj")],
+)
+def test_each_of_two_named_adapters_exports_alone(tmp_path, adapter_name, name, proj):
+    """The first LoRA layer (q_proj) does not hold "b", and after inject_lora(..., "b") its
+    active adapter is None: the export must find the adapter where it is. With no name,
+    the active adapter ("b", injected last) is exported."""
+    model = two_adapters()
+    own, other = (2, 0) if proj == "v_proj" else (0, 2)  # row blocks of c_attn's B: q, k, v
+    hf.save_gpt2(model, tmp_path / "gpt2", adapter_name=adapter_name)
+    arrays = io.load_arrays(tmp_path / "gpt2" / "adapter" / ADAPTER_WEIGHTS)
+    peft = io.read_json(tmp_path / "gpt2" / "adapter" / ADAPTER_CONFIG)
+    C, r = model.config.d_model, 2 if name == "default" else 3
+    keys = {f"{PREFIX}h.{i}.attn.c_attn.lora_{ab}.weight" for i in (0, 1) for ab in "AB"}
+    assert set(arrays) == keys  # c_attn only: nothing of the other adapter
+    assert peft["r"] == r and peft["target_modules"] == ["attn.c_attn"]
+    for i in (0, 1):
+        A = arrays[f"{PREFIX}h.{i}.attn.c_attn.lora_A.weight"]
+        B = arrays[f"{PREFIX}h.{i}.attn.c_attn.lora_B.weight"]
+        assert A.shape == (r, C) and B.shape == (3 * C, r)
+        layer = model.get_submodule(f"blocks.{i}.attn.{proj}")
+        np.testing.assert_array_equal(A, layer.lora_A[name].weight.data)
+        np.testing.assert_array_equal(B[own * C : (own + 1) * C], layer.lora_B[name].weight.data)
+        assert not B[other * C : (other + 1) * C].any()  # the other adapter's rows: zero
+        assert not B[C : 2 * C].any()  # k_proj: not adapted
+    hf.import_gpt2(tmp_path / "gpt2", tmp_path / "back", adapter=tmp_path / "gpt2" / "adapter")
+    back, _, _ = io.load_model(tmp_path / "back")
+    load_adapter(back, tmp_path / "back" / hf.ADAPTER_SUBDIR)
+    assert sorted(lora_layers(back)) == [f"blocks.{i}.attn.{proj}" for i in (0, 1)]
+    for path, layer in lora_layers(back).items():
+        want = model.get_submodule(path).delta_weight(name)
+        np.testing.assert_allclose(layer.delta_weight(), want, rtol=1e-6, atol=1e-7)

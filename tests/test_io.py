@@ -260,3 +260,110 @@ def test_save_and_load_arrays(tmp_path):
     (tmp_path / "y.safetensors").write_bytes(b"not a safetensors file at all")
     with pytest.raises(CheckpointError, match="y.safetensors"):
         mio.load_arrays(tmp_path / "y.safetensors")
+
+
+# ---- bfloat16 and float16 files -----------------------------------------------------------------
+
+# bfloat16 bit patterns and the float32 each stands for (sign, 8 exponent bits, 7 mantissa bits)
+BF16 = {
+    0x3F80: 1.0,
+    0xC020: -2.5,
+    0x4049: 3.140625,  # pi to bfloat16's 8 significant bits
+    0x3E00: 0.125,
+    0x7F7F: 3.3895313892515355e38,  # the largest finite bfloat16
+    0x0080: 2.0**-126,  # the smallest normal
+    0x0001: 2.0**-133,  # the smallest subnormal
+    0x8000: -0.0,
+    0x7F80: np.inf,
+    0xFF80: -np.inf,
+}
+
+
+def safetensors_bytes(tensors: dict) -> bytes:
+    """A safetensors file by hand: {name: (dtype code, shape, raw little-endian bytes)}."""
+    header, data = {}, b""
+    for name, (dtype, shape, raw) in tensors.items():
+        offsets = [len(data), len(data) + len(raw)]
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": offsets}
+        data += raw
+    text = json.dumps(header).encode()
+    return struct.pack("<Q", len(text)) + text + data
+
+
+def test_bfloat16_loads_as_float32_exactly_and_float16_stays(tmp_path):
+    bits = list(BF16)
+    halves = np.array([1.5, -0.099975586, 65504.0], np.float16)
+    path = tmp_path / "mixed.safetensors"
+    path.write_bytes(
+        safetensors_bytes(
+            {
+                "w.bf16": ("BF16", [2, 5], struct.pack(f"<{len(bits)}H", *bits)),
+                "w.f32": ("F32", [2], struct.pack("<2f", 0.5, -7.0)),
+                "w.f16": ("F16", [3], halves.astype("<f2").tobytes()),
+            }
+        )
+    )
+    back = mio.load_arrays(path)
+    assert back["w.bf16"].dtype == np.float32 and back["w.bf16"].shape == (2, 5)
+    want = np.array(list(BF16.values()), np.float32).reshape(2, 5)
+    assert back["w.bf16"].tobytes() == want.tobytes()  # bit for bit, -0.0 and inf included
+    np.testing.assert_array_equal(back["w.f32"], np.array([0.5, -7.0], np.float32))
+    assert back["w.f16"].dtype == np.float16
+    np.testing.assert_array_equal(back["w.f16"], halves)
+
+
+def test_bfloat16_nan_stays_nan():
+    out = mio.bfloat16_to_float32(np.array([0x7FC0, 0xFFC1], np.uint16))
+    assert out.dtype == np.float32 and np.isnan(out).all()
+
+
+def test_a_damaged_bfloat16_file_is_still_called_damaged(tmp_path):
+    raw = safetensors_bytes({"w": ("BF16", [4], struct.pack("<4H", 0x3F80, 0, 0, 0))})
+    for name, broken in {
+        "short.safetensors": raw[:-3],  # truncated data
+        "offsets.safetensors": raw.replace(b"[0, 8]", b"[0, 9]"),  # offsets past the data
+        "shape.safetensors": raw.replace(b"[4]", b"[5]"),  # shape and size disagree
+    }.items():
+        (tmp_path / name).write_bytes(broken)
+        with pytest.raises(CheckpointError, match=f"{name}.*truncated or damaged"):
+            mio.load_arrays(tmp_path / name)
+
+
+# ---- the tokenizer and the config must agree -----------------------------------------------------
+
+
+def test_a_tokenizer_larger_than_the_vocabulary_is_refused_naming_both(tmp_path):
+    save_model(tiny_gpt(), tmp_path, tokenizer=CharTokenizer("abcdefghijkl"))  # 12 > 11
+    with pytest.raises(CheckpointError) as info:
+        load_model(tmp_path)
+    message = str(info.value)
+    assert "config.json" in message
+    assert "the tokenizer has 12 characters" in message and "vocab_size=11" in message
+
+
+def test_a_tokenizer_smaller_than_the_vocabulary_loads(tmp_path):
+    """As GPT-2 imports allow: a vocabulary padded beyond the characters (nanoGPT pads to 64s)."""
+    save_model(tiny_gpt(), tmp_path, tokenizer=CharTokenizer("abc"))
+    _, tok, _ = load_model(tmp_path)
+    assert tok.vocab_size == 3
+
+
+@pytest.mark.parametrize(
+    ("edit", "words"),
+    [
+        (lambda info: info["config"].update(n_layer="two"), ["n_layer='two'", "int >= 1"]),
+        (lambda info: info["config"].update(width=3), ["unknown fields ['width']"]),
+        (lambda info: info.update(tokenizer={"type": "bpe"}), ['"type": "char"']),
+        (lambda info: info.pop("config"), ["'config'", "missing"]),
+    ],
+)
+def test_a_bad_config_json_is_refused_naming_the_file(tmp_path, edit, words):
+    save_model(tiny_gpt(), tmp_path, tokenizer=CharTokenizer("abc"))
+    info = json.loads((tmp_path / "config.json").read_text())
+    edit(info)
+    (tmp_path / "config.json").write_text(json.dumps(info))
+    with pytest.raises(CheckpointError) as err:
+        load_model(tmp_path)
+    assert "config.json" in str(err.value)
+    for word in words:
+        assert word in str(err.value)

@@ -233,3 +233,27 @@ def test_train_config_validation():
         TrainConfig(batch_size=0)
     with pytest.raises(ValueError):
         TrainConfig(lr=0.0)
+
+
+def test_an_interrupted_checkpoint_save_keeps_the_previous_last_whole(tmp_path, monkeypatch):
+    """Saves: last (step 2), best (step 2), then last (step 4) cut off between its two files."""
+    import minilora.work.io as mio
+
+    written = []
+    real_write_json = mio.write_json
+
+    def cut_on_the_third(path, obj):
+        written.append(path)
+        if len(written) == 3:
+            raise KeyboardInterrupt("power cut after model.safetensors")
+        real_write_json(path, obj)
+
+    monkeypatch.setattr(mio, "write_json", cut_on_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_gpt(), random_tokens, quick(steps=4, eval_every=2), out_dir=tmp_path)
+    monkeypatch.undo()
+    assert {p.name for p in tmp_path.iterdir()} == {"last", "best"}  # no temporary directory
+    last, _, _ = load_model(tmp_path / "last")  # step 2's weights, whole
+    best, _, _ = load_model(tmp_path / "best")
+    for name, value in best.state_dict().items():
+        np.testing.assert_array_equal(last.state_dict()[name], value)

@@ -9,11 +9,14 @@ An adapter is a directory with two files:
 * ``adapter_config.json``: PEFT's LoraConfig keys (``peft_type`` "LORA", ``r``,
   ``lora_alpha``, ``target_modules``, ...).
 
-Loading checks every key and shape against the model and lists all that do not fit.
+Loading checks every field of the config for its type (``check_peft_config``),
+every weight for NaN and inf, and every key and shape against the model, and
+lists all that do not fit.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -53,10 +56,74 @@ def peft_config_dict(config: LoRAConfig, base_model_name: str | None) -> dict:
     }
 
 
-def config_from_peft(d: dict, path="adapter_config.json") -> LoRAConfig:
-    """A LoRAConfig from PEFT's dict; what minilora cannot represent is refused by name."""
+def _int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)  # JSON true is a Python int
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _names(v) -> bool:
+    return isinstance(v, str) or (
+        isinstance(v, list) and bool(v) and all(isinstance(t, str) for t in v)
+    )
+
+
+# init_lora_weights values whose saved A and B are all there is to the adapter. PiSSA,
+# OLoRA, CorDA and LoftQ also change the base weights (the adapter needs that changed
+# base, unless saved with path_initial_model_for_weight_conversion, which writes true);
+# MiCA is another layer.
+PLAIN_INITS = ("gaussian", "eva", "orthogonal")  # and true or false
+# Every field of adapter_config.json that minilora reads: (accepts, what is expected).
+FIELDS = {
+    "r": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
+    "lora_alpha": (lambda v: _number(v) and v > 0, "a number > 0"),
+    "lora_dropout": (lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "target_modules": (_names, "a module name or a non-empty list of module names"),
+    "bias": (lambda v: v in ("none", "all", "lora_only"), "'none', 'all' or 'lora_only'"),
+    "use_rslora": (lambda v: isinstance(v, bool), "true or false"),
+    "fan_in_fan_out": (lambda v: isinstance(v, bool), "true or false"),
+    "use_dora": (lambda v: isinstance(v, bool), "true or false"),
+    "init_lora_weights": (
+        lambda v: isinstance(v, bool) or v in PLAIN_INITS,
+        "true, false, 'gaussian', 'eva' or 'orthogonal' (PiSSA, OLoRA, CorDA and LoftQ "
+        "adapters need the base weights they changed; MiCA is not LoRA's layer)",
+    ),
+    "rank_pattern": (
+        lambda v: (
+            v is None or (isinstance(v, dict) and all(_int(x) and x >= 1 for x in v.values()))
+        ),
+        "an object of module name -> integer rank >= 1",
+    ),
+    "alpha_pattern": (
+        lambda v: (
+            v is None or (isinstance(v, dict) and all(_number(x) and x > 0 for x in v.values()))
+        ),
+        "an object of module name -> number > 0",
+    ),
+}
+
+
+def check_peft_config(d, path="adapter_config.json") -> dict:
+    """Refuse an adapter_config.json whose fields minilora reads have the wrong type or value.
+
+    Absent fields are not checked here (each reader has its defaults or requires them).
+    """
     if not isinstance(d, dict):
         raise io.CheckpointError(f"{path}: expected a JSON object, got {type(d).__name__}")
+    for key, (accepts, expected) in FIELDS.items():
+        if key in d and not accepts(d[key]):
+            raise io.CheckpointError(
+                f"{path}: field {key!r} is {d[key]!r} ({type(d[key]).__name__}); "
+                f"expected {expected}"
+            )
+    return d
+
+
+def config_from_peft(d: dict, path="adapter_config.json") -> LoRAConfig:
+    """A LoRAConfig from PEFT's dict; what minilora cannot represent is refused by name."""
+    check_peft_config(d, path)
     if d.get("peft_type") != "LORA":
         raise io.CheckpointError(f"{path}: peft_type is {d.get('peft_type')!r}, expected 'LORA'")
     for key, plain in (("use_dora", False), ("fan_in_fan_out", False)):
@@ -108,28 +175,43 @@ def adapter_state_dict(model, adapter_name: str | None = None) -> dict:
     return state
 
 
+def active_adapter_name(layers: dict, caller: str) -> str:
+    """The adapter to save when none is named: the active one of the first layer that has one.
+
+    With two adapters on different layers ("default" on q_proj, "b" on v_proj),
+    each is active in its own layers; the first in the model's order wins.
+    """
+    name = next((layer.active_adapter for layer in layers.values() if layer.active_adapter), None)
+    if name is None:
+        raise ValueError(f"{caller}: no adapter is active; name one with adapter_name=")
+    return name
+
+
 def save_adapter(
     model, directory, adapter_name: str | None = None, base_model_name: str | None = None
 ) -> Path:
-    """Write ``adapter_model.safetensors`` and ``adapter_config.json`` into ``directory``."""
+    """Write ``adapter_model.safetensors`` and ``adapter_config.json`` into ``directory``.
+
+    The directory is replaced as a whole (``io.atomic_directory``): an error or an
+    interruption leaves the old adapter there, loadable.
+    """
     directory = Path(directory)
     layers = lora_layers(model)
     if not layers:
         raise ValueError("save_adapter: the model has no LoRA layers (call inject_lora first)")
     if any(layer.merged for layer in layers.values()):
         raise RuntimeError("save_adapter on a merged model: unmerge(model) first")
-    name = adapter_name or next(
-        (layer.active_adapter for layer in layers.values() if layer.active_adapter), None
-    )
-    if name is None:
-        raise ValueError("save_adapter: no adapter is active; name one with adapter_name=")
+    name = adapter_name or active_adapter_name(layers, "save_adapter")
+    if not any(name in layer.configs for layer in layers.values()):
+        raise ValueError(f"save_adapter: the model has no LoRA adapter named {name!r}")
     config = next(layer.configs[name] for layer in layers.values() if name in layer.configs)
     state = {
         k: np.asarray(backend.to_numpy(v), dtype=np.float32)
         for k, v in adapter_state_dict(model, name).items()
     }
-    io.save_arrays(directory / ADAPTER_WEIGHTS, state, metadata={"format": "pt"})
-    io.write_json(directory / ADAPTER_CONFIG, peft_config_dict(config, base_model_name))
+    with io.atomic_directory(directory) as tmp:
+        io.save_arrays(tmp / ADAPTER_WEIGHTS, state, metadata={"format": "pt"})
+        io.write_json(tmp / ADAPTER_CONFIG, peft_config_dict(config, base_model_name))
     return directory
 
 
@@ -138,11 +220,13 @@ def load_adapter(model, directory, adapter_name: str = "default"):
 
     Every key of the file must name a LoRA weight of the model with the right
     shape, and every LoRA weight must be in the file; otherwise a CheckpointError
-    lists all mismatches (an adapter for another model or another rank).
+    lists all mismatches (an adapter for another model or another rank). A config
+    field of the wrong type, or a NaN or inf in a weight, is refused by name.
     """
     directory = Path(directory)
     config = config_from_peft(io.read_json(directory / ADAPTER_CONFIG), directory / ADAPTER_CONFIG)
     state = io.load_arrays(directory / ADAPTER_WEIGHTS)
+    io.check_finite(state, directory / ADAPTER_WEIGHTS)
     before = snapshot(model)
     try:
         inject_lora(model, config, adapter_name)

@@ -27,16 +27,14 @@ The LM head is tied to wte in both models, so ``lm_head.weight`` is not stored.
 
 Every conversion is checked completely before anything is written, and a
 directory is written under a temporary name beside the target and renamed into
-place: an error or an interruption leaves no half-written target.
+place (``io.atomic_directory``): an error or an interruption leaves no
+half-written target. The target must be new or empty: an export never
+replaces a directory.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -295,31 +293,6 @@ def load_gpt2(directory, dtype=np.float32):
 # ---- writing whole directories -------------------------------------------------------
 
 
-@contextlib.contextmanager
-def staged_directory(target):
-    """Yield a fresh temporary directory beside ``target``; rename it to ``target`` on success.
-
-    ``target`` must not exist or be an empty directory (nothing is ever overwritten).
-    On any error the temporary directory is removed and ``target`` is untouched.
-    """
-    target = Path(target)
-    if target.exists() and (not target.is_dir() or any(target.iterdir())):
-        raise io.CheckpointError(
-            f"{target}: already exists and is not an empty directory; "
-            "choose a new output directory (nothing was written)"
-        )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    try:
-        yield tmp
-        if target.is_dir():
-            target.rmdir()  # empty, checked above
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
 def write_gpt2(model: GPT, directory, tokenizer=None) -> None:
     """Write config.json, model.safetensors (and char_tokenizer.json) into ``directory``."""
     directory = Path(directory)
@@ -347,7 +320,7 @@ def save_gpt2(
     from minilora.lora import lora_layers
 
     to_gpt2_state(model)  # refuse a merged model before creating anything
-    with staged_directory(directory) as tmp:
+    with io.atomic_directory(directory, replace=False) as tmp:
         write_gpt2(model, tmp, tokenizer)
         if lora_layers(model):
             write_peft_adapter(model, tmp / ADAPTER_SUBDIR, adapter_name, base_model_name)
@@ -365,7 +338,7 @@ def import_gpt2(source, out, adapter=None, meta: dict | None = None) -> Path:
 
     model, tokenizer = load_gpt2(source)
     meta = {"imported_from": str(source), **(meta or {})}
-    with staged_directory(out) as tmp:
+    with io.atomic_directory(out, replace=False) as tmp:
         io.save_model(model, tmp, tokenizer, meta)
         if adapter is not None:
             inject_peft_adapter(model, adapter)

@@ -41,7 +41,13 @@ from pathlib import Path
 import numpy as np
 
 from minilora import backend
-from minilora.interop.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, peft_config_dict
+from minilora.interop.adapters import (
+    ADAPTER_CONFIG,
+    ADAPTER_WEIGHTS,
+    active_adapter_name,
+    check_peft_config,
+    peft_config_dict,
+)
 from minilora.lora import LoRAConfig, inject_lora, lora_layers
 from minilora.tensor import no_grad
 from minilora.work import io
@@ -97,7 +103,7 @@ def peft_adapter(model, adapter_name: str | None = None, base_model_name: str | 
     layers = lora_layers(model)
     if not layers:
         raise ValueError("the model has no LoRA layers (call inject_lora or load_adapter first)")
-    name = adapter_name or next(iter(layers.values())).active_adapter
+    name = adapter_name or active_adapter_name(layers, "peft_adapter")
     ours = {}
     for path, layer in layers.items():
         if name not in layer.configs:
@@ -116,7 +122,8 @@ def peft_adapter(model, adapter_name: str | None = None, base_model_name: str | 
         raise ValueError(f"the model has no LoRA adapter named {name!r}")
     if len({cfg.use_rslora for _, _, cfg in ours.values()}) > 1:
         raise ValueError(f"adapter {name!r} mixes use_rslora true and false; PEFT has one flag")
-    rslora = next(iter(ours.values()))[2].use_rslora
+    held = next(iter(ours.values()))[2]  # the config, from a layer that holds the adapter
+    config, rslora = peft_config_dict(held, base_model_name), held.use_rslora
     C, modules = model.config.d_model, {}  # GPT-2 module path -> (A, B, r, alpha)
     for i in range(model.config.n_layer):
         b = f"blocks.{i}."
@@ -155,7 +162,6 @@ def peft_adapter(model, adapter_name: str | None = None, base_model_name: str | 
             )
         return out
 
-    config = peft_config_dict(next(iter(layers.values())).configs[name], base_model_name)
     config.update(
         {
             "r": int(top_r),
@@ -177,11 +183,15 @@ def peft_adapter(model, adapter_name: str | None = None, base_model_name: str | 
 
 
 def write_peft_adapter(model, directory, adapter_name=None, base_model_name=None) -> Path:
-    """Write ``adapter_model.safetensors`` + ``adapter_config.json`` that PEFT loads for GPT-2."""
+    """Write ``adapter_model.safetensors`` + ``adapter_config.json`` that PEFT loads for GPT-2.
+
+    The directory is replaced as a whole (``io.atomic_directory``).
+    """
     arrays, config = peft_adapter(model, adapter_name, base_model_name)
     directory = Path(directory)
-    io.save_arrays(directory / ADAPTER_WEIGHTS, arrays, metadata={"format": "pt"})
-    io.write_json(directory / ADAPTER_CONFIG, config)
+    with io.atomic_directory(directory) as tmp:
+        io.save_arrays(tmp / ADAPTER_WEIGHTS, arrays, metadata={"format": "pt"})
+        io.write_json(tmp / ADAPTER_CONFIG, config)
     return directory
 
 
@@ -237,7 +247,7 @@ def read_peft_adapter(directory, config) -> tuple[LoRAConfig, dict]:
     ``config`` (our GPTConfig); anything that cannot be converted exactly is refused by name."""
     directory = Path(directory)
     cfg_path, w_path = directory / ADAPTER_CONFIG, directory / ADAPTER_WEIGHTS
-    d = io.read_json(cfg_path)
+    d = check_peft_config(io.read_json(cfg_path), cfg_path)
     if d.get("peft_type") != "LORA":
         raise io.CheckpointError(
             f"{cfg_path}: peft_type is {d.get('peft_type')!r}, expected 'LORA'"
@@ -255,7 +265,9 @@ def read_peft_adapter(directory, config) -> tuple[LoRAConfig, dict]:
             )
     rslora, C = bool(d.get("use_rslora", False)), config.d_model
     found = {}  # (layer, GPT-2 kind) -> {"A": array, "B": array, "key": module key}
-    for key, value in io.load_arrays(w_path).items():
+    arrays = io.load_arrays(w_path)
+    io.check_finite(arrays, w_path)
+    for key, value in arrays.items():
         m = _KEY.fullmatch(key.removeprefix(PREFIX))
         if m is None:
             what = (

@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -144,12 +142,9 @@ def adapter(spec: RunSpec, b: Budget, out_dir: Path, progress: bool = True):
     if progress:
         print(f"section 7: training r={spec.r} seed={spec.seed} for {spec.steps} steps")
     model, info = train_adapter(spec, b.n_eval, b.eval_batches, progress)
-    tmp = directory.parent / f".{directory.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    save_adapter(model, tmp, base_model_name=spec.base)
-    io.write_json(tmp / "run.json", info)  # written last: its presence marks a whole entry
-    shutil.rmtree(directory, ignore_errors=True)
-    os.replace(tmp, directory)
+    with io.atomic_directory(directory) as tmp:
+        save_adapter(model, tmp, base_model_name=spec.base)
+        io.write_json(tmp / "run.json", info)  # its presence marks a whole entry
     return model, info, False
 
 
@@ -218,11 +213,10 @@ def _heatmaps(path: Path, panels, title: str) -> None:
         ax.set_ylabel("i")
     fig.colorbar(im, ax=axes[0].tolist(), shrink=0.9, label="phi(i, j)")
     fig.suptitle(title, fontsize=10)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=80, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        io.write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=80, bbox_inches="tight"))
+    finally:
+        plt.close(fig)
 
 
 def _write(path: Path, lines: list[str]) -> Path:

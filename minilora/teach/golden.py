@@ -119,8 +119,6 @@ def make_golden(out_dir) -> Path:
         "cases": entries,
     }
     write_json(out_dir / MANIFEST, manifest)
-    for name in (WEIGHTS, MANIFEST):  # readable by all, like any data file (mkstemp gives 0600)
-        (out_dir / name).chmod(0o644)
     return out_dir
 
 

@@ -17,12 +17,12 @@ from __future__ import annotations
 import json
 import os
 import string
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
+from minilora.work.files import write_atomic
 from minilora.work.tasks import task_characters
 
 __all__ = [
@@ -96,22 +96,9 @@ class CharTokenizer:
         return cls(d["chars"])
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the tokenizer as JSON, atomically (temp file + ``os.replace``)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(self.to_dict(), f, ensure_ascii=False, indent=1)
-                f.write("\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-        return path
+        """Write the tokenizer as JSON, atomically (``minilora.work.files.write_atomic``)."""
+        text = json.dumps(self.to_dict(), ensure_ascii=False, indent=1) + "\n"
+        return write_atomic(path, text.encode("utf-8"))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> CharTokenizer:

@@ -1,9 +1,10 @@
 """Reading and writing weights: safetensors for arrays, JSON for everything else.
 
-Two promises: nothing is lost (every file is written to a temporary name in
-its directory and renamed into place, so an interrupted save leaves the old
-file whole), and loading never runs code (safetensors and JSON hold data only;
-there is no pickle anywhere in minilora).
+Two promises: nothing is lost (every file and every checkpoint directory is
+written under a temporary name beside its target and renamed into place, so
+an interrupted save leaves the old one whole: ``minilora.work.files``), and
+loading never runs code (safetensors and JSON hold data only; there is no
+pickle anywhere in minilora).
 
 A model checkpoint is a directory::
 
@@ -15,39 +16,32 @@ A model checkpoint is a directory::
 from __future__ import annotations
 
 import json
-import os
-import tempfile
+import struct
 from pathlib import Path
 
 import numpy as np
 
 from minilora import backend
+from minilora.work.files import CheckpointError, atomic_directory, write_atomic
+
+__all__ = [
+    "CheckpointError",
+    "atomic_directory",
+    "bfloat16_to_float32",
+    "check_finite",
+    "load_arrays",
+    "load_model",
+    "read_json",
+    "save_arrays",
+    "save_model",
+    "write_atomic",
+    "write_json",
+]
 
 FORMAT = "minilora"
 FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
-
-
-class CheckpointError(ValueError):
-    """A file that is missing, damaged, or not what the caller expected."""
-
-
-def write_atomic(path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same directory and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def write_json(path, obj) -> None:
@@ -76,36 +70,106 @@ def save_arrays(path, arrays: dict, metadata: dict | None = None) -> None:
 
 
 def load_arrays(path) -> dict:
-    """Load a safetensors file as name -> NumPy array; a damaged file gives a CheckpointError."""
+    """Load a safetensors file as name -> NumPy array; a damaged file gives a CheckpointError.
+
+    NumPy has no bfloat16: BF16 tensors (torch's ``model.to(torch.bfloat16)``)
+    come back as float32, exactly (``bfloat16_to_float32``). float16 stays float16.
+    """
     from safetensors.numpy import load
 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: file not found")
+    raw, bf16 = _bfloat16_as_uint16(path.read_bytes())
     try:
-        return load(path.read_bytes())
+        arrays = load(raw)
     except Exception as err:  # safetensors raises its own error types for bad headers/sizes
         raise CheckpointError(
             f"{path}: not a readable safetensors file (truncated or damaged?): {err}"
         ) from None
+    for key in bf16:
+        arrays[key] = bfloat16_to_float32(arrays[key])
+    return arrays
+
+
+def bfloat16_to_float32(bits: np.ndarray) -> np.ndarray:
+    """bfloat16 values, given as their raw uint16 bits, as float32 (exactly).
+
+    A bfloat16 is the top half of a float32: the same sign bit, the same 8
+    exponent bits, the first 7 of its 23 mantissa bits. Shifted 16 places left
+    into a uint32, the bits are that float32, its low 16 mantissa bits zero.
+    """
+    return (np.asarray(bits, dtype=np.uint16).astype(np.uint32) << 16).view(np.float32)
+
+
+def _bfloat16_as_uint16(raw: bytes) -> tuple[bytes, list[str]]:
+    """``raw`` with every BF16 tensor relabelled U16 (same bytes), and those tensors' names.
+
+    A safetensors file is: the header's length n (8 bytes, little-endian), n bytes
+    of JSON ``{name: {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__":
+    {...}}``, then the data. Offsets count from the end of the header, so the
+    header may change length. Anything that does not parse is returned as it
+    is, for safetensors to report as damaged.
+    """
+    if len(raw) < 8:
+        return raw, []
+    (n,) = struct.unpack("<Q", raw[:8])
+    try:
+        header = json.loads(raw[8 : 8 + n])
+    except (ValueError, UnicodeDecodeError):
+        return raw, []
+    if not isinstance(header, dict):
+        return raw, []
+    bf16 = [
+        k
+        for k, v in header.items()
+        if k != "__metadata__" and isinstance(v, dict) and v.get("dtype") == "BF16"
+    ]
+    if not bf16:
+        return raw, []
+    for k in bf16:
+        header[k]["dtype"] = "U16"
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # safetensors pads its header to 8 bytes with spaces
+    return struct.pack("<Q", len(text)) + text + raw[8 + n :], bf16
+
+
+def check_finite(arrays: dict, path) -> None:
+    """Refuse NaN or inf in any floating-point array, naming the file, the key and where."""
+    for key, value in arrays.items():
+        a = np.asarray(backend.to_numpy(getattr(value, "data", value)))
+        if a.dtype.kind not in "fc" or np.isfinite(a).all():
+            continue
+        bad = ~np.isfinite(a)
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise CheckpointError(
+            f"{path}: tensor {key!r} holds {int(bad.sum())} non-finite value(s) of {a.size} "
+            f"(the first, {a[first]}, at index {first}); expected finite numbers "
+            "(was it saved after training diverged?)"
+        )
 
 
 def save_model(model, directory, tokenizer=None, meta: dict | None = None) -> Path:
-    """Write ``model`` (a GPT), its config, tokenizer and free-form ``meta`` to ``directory``."""
+    """Write ``model`` (a GPT), its config, tokenizer and free-form ``meta`` to ``directory``.
+
+    The directory is replaced as a whole (``atomic_directory``): an error or an
+    interruption leaves the old checkpoint there, loadable.
+    """
     directory = Path(directory)
     state = {k: v.astype(np.float32) for k, v in map_numpy(model.state_dict()).items()}
-    save_arrays(directory / WEIGHTS_NAME, state)
-    write_json(
-        directory / CONFIG_NAME,
-        {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "model_type": "gpt",
-            "config": model.config.to_dict(),
-            "tokenizer": tokenizer.to_dict() if tokenizer is not None else None,
-            "meta": meta or {},
-        },
-    )
+    with atomic_directory(directory) as tmp:
+        save_arrays(tmp / WEIGHTS_NAME, state)
+        write_json(
+            tmp / CONFIG_NAME,
+            {
+                "format": FORMAT,
+                "format_version": FORMAT_VERSION,
+                "model_type": "gpt",
+                "config": model.config.to_dict(),
+                "tokenizer": tokenizer.to_dict() if tokenizer is not None else None,
+                "meta": meta or {},
+            },
+        )
     return directory
 
 
@@ -134,7 +198,21 @@ def load_model(directory, device: str | None = None):
 
     directory = Path(directory)
     info = read_checkpoint_config(directory)
-    config = GPTConfig.from_dict(info["config"])
+    try:
+        config = GPTConfig.from_dict(info["config"])
+        tokenizer = CharTokenizer.from_dict(info["tokenizer"]) if info.get("tokenizer") else None
+    except KeyError as err:
+        raise CheckpointError(f"{directory / CONFIG_NAME}: the key {err} is missing") from None
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{directory / CONFIG_NAME}: {err}") from None
+    if tokenizer is not None and tokenizer.vocab_size > config.vocab_size:
+        raise CheckpointError(
+            f"{directory / CONFIG_NAME}: the tokenizer has {tokenizer.vocab_size} characters "
+            f"(token ids 0..{tokenizer.vocab_size - 1}), but the model's config has "
+            f"vocab_size={config.vocab_size}; expected a tokenizer of at most "
+            f"{config.vocab_size} characters (are the tokenizer and the weights from "
+            "different checkpoints?)"
+        )
     model = GPT(config)
     try:
         model.load_state_dict(load_arrays(directory / WEIGHTS_NAME))
@@ -144,7 +222,6 @@ def load_model(directory, device: str | None = None):
         ) from None
     if device is not None:
         model.to(device)
-    tokenizer = CharTokenizer.from_dict(info["tokenizer"]) if info.get("tokenizer") else None
     return model, tokenizer, info.get("meta", {})
 
 

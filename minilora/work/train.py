@@ -3,8 +3,9 @@
 It trains whatever parameters of the model require a gradient, with AdamW,
 linear warm-up and cosine decay, and gradient clipping. It shows a tqdm bar
 with the loss and tokens per second, measures the validation loss now and
-then, keeps the last and the best checkpoint, and stops with a clear message
-if the loss stops being finite (the last good checkpoint stays on disk).
+then, keeps the last and the best checkpoint (each directory replaced as a
+whole, so an interruption never leaves half of one), and stops with a clear
+message if the loss stops being finite (the last good checkpoint stays on disk).
 
 Seeded runs repeat bit for bit on the CPU: batches come from a Generator
 seeded with ``seed`` and dropout from the global generator, reseeded too.
@@ -93,6 +94,8 @@ def train(model, get_batch, config: TrainConfig, out_dir=None, save=None) -> Tra
         out_dir: where ``last/`` and ``best/`` checkpoints go (None: no checkpoints).
         save: ``save(model, directory)`` writes a checkpoint; default
             ``minilora.work.io.save_model``. Fine-tuning passes one that saves the adapter.
+            It should replace ``directory`` as a whole, as both of those do (with
+            ``minilora.work.io.atomic_directory``).
     """
     from tqdm.auto import tqdm
 
