@@ -26,6 +26,7 @@ LAYERS = {
         "minilora._version",
         "minilora.backend",
         "minilora.tensor",
+        "minilora.broadcasting",
         "minilora.ops",
         "minilora.functional",
         "minilora.creation",
