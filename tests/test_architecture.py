@@ -28,6 +28,7 @@ LAYERS = {
         "minilora.tensor",
         "minilora.broadcasting",
         "minilora.ops",
+        "minilora.attention",
         "minilora.functional",
         "minilora.creation",
         "minilora.gradcheck",

@@ -27,9 +27,13 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import arrays, check_grads, leaf, shapes, to_host
 
+import minilora as ml
+from minilora import functional as F
 from minilora.gradcheck import gradcheck
 from minilora.lora import LoRAConfig, LoRALinear, inject_lora, lora_layers
+from minilora.lora_fused import lora_linear
 from minilora.nn import Linear, Module
 from minilora.tensor import Tensor, no_grad
 from minilora.transformer import GPT, GPTConfig
@@ -348,3 +352,32 @@ def test_delta_weight_in_float64_for_the_analyses():
     np.testing.assert_allclose(dw, 0.5 * b.astype(np.float64) @ a.astype(np.float64), rtol=1e-12)
     assert layer.delta_weight().dtype == np.float32
     assert update_spectrum(dw).numerical_rank == 2
+
+
+# ---- the fast path: lora_fused.lora_linear against Eq. 3 as the layer writes it ----------------
+@pytest.mark.parametrize("with_bias", [True, False])
+@pytest.mark.parametrize("dropout_p", [0.0, 0.4])
+@given(
+    lead=shapes(0, 2, max_side=3),
+    dims=st.tuples(st.integers(1, 5), st.integers(1, 5), st.integers(1, 3)),
+    scaling=st.floats(0.25, 4.0),
+    data=st.data(),
+)
+def test_lora_linear(with_bias, dropout_p, lead, dims, scaling, data, device):
+    """W0 x + b + s B A dropout(x): equals the composed layers bit for bit (no dropout), and
+    its gradients (the paper's formulas for dL/dA, dL/dB, dL/dX) pass gradcheck."""
+    d_in, d_out, r = dims
+    x, w = data.draw(arrays((*lead, d_in))), data.draw(arrays((d_out, d_in)))
+    a, b = data.draw(arrays((r, d_in))), data.draw(arrays((d_out, r)))
+    arrs = [x, w, a, b] + ([data.draw(arrays((d_out,)))] if with_bias else [])
+
+    def fused(x, w, a, b, *bias):
+        ml.manual_seed(7)  # the same dropout mask on every evaluation of gradcheck
+        return lora_linear(x, w, bias[0] if bias else None, a, b, scaling, dropout_p, True)
+
+    if dropout_p == 0.0:
+        t = [leaf(v, device) for v in arrs]
+        composed = F.linear(t[0], t[1], t[4] if with_bias else None)
+        composed = composed + F.linear(F.linear(t[0], t[2]), t[3]) * scaling
+        assert np.array_equal(to_host(fused(*t).data), to_host(composed.data))
+    check_grads(fused, arrs, device)
