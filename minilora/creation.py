@@ -3,7 +3,8 @@
 Random numbers come from a NumPy ``Generator`` (``manual_seed`` resets the
 global one; every function also takes ``generator=``). They are drawn on the
 CPU and then moved, so one seed gives bit-for-bit the same tensors on every
-run and the same initial weights on "cpu" and "cuda".
+run and the same initial weights on "cpu" and "cuda". The dropout mask is
+drawn here too (``dropout_mask``), the one mask every op that drops uses.
 """
 
 from __future__ import annotations
@@ -67,3 +68,17 @@ def arange(start, stop=None, step=1, dtype=np.int64, device=None) -> Tensor:
     if stop is None:
         start, stop = 0, start
     return _make(np.arange(start, stop, step), dtype, device, False)
+
+
+def dropout_mask(shape, p: float, dtype, device: str, generator=None):
+    """The inverted-dropout mask: 0 with probability p, else 1/(1-p).
+
+    Drawn from ``generator`` (a NumPy Generator; the global one if None) on the
+    CPU, so one seed gives the same mask on every device. Every op that drops
+    (``dropout``, ``attention``, the fused adapter layer) takes its mask from here.
+    """
+    if generator is None:
+        generator = _generator
+    dtype = np.dtype(dtype)
+    keep = (generator.random(shape) >= p).astype(dtype) / dtype.type(1.0 - p)
+    return backend.to_device(keep, device)

@@ -4,16 +4,25 @@ Each could be composed from the primitives in ``ops.py``; written as one op,
 its backward is a short closed-form expression a learner can derive on paper,
 and it allocates a few arrays instead of a dozen. Each is gradchecked in the
 tests like any primitive.
+
+Layer norm and GELU are written twice (README, "Plain math first, fast path
+beside it"): ``layer_norm_plain`` and ``gelu_plain`` as the formulas read, then
+``layer_norm_fast`` and ``gelu_fast``, which build their results in place. The
+public ``layer_norm`` and ``gelu`` run the fast one, or the plain one under
+``minilora.fast_paths(False)``. Attention and the causal mask (written the same
+way) live in ``attention.py``; the dropout mask in ``creation.py``; this module
+offers them too, as ``attention``, ``causal_mask`` and ``dropout_mask``.
 """
 
 from __future__ import annotations
 
 import math
 
-import numpy as np
-
 from minilora import backend
-from minilora.ops import mm, operands
+from minilora.attention import attention, causal_mask  # noqa: F401  (F.attention, F.causal_mask)
+from minilora.broadcasting import operands
+from minilora.creation import dropout_mask
+from minilora.ops import mm
 from minilora.tensor import Tensor, make_result
 
 
@@ -22,7 +31,7 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
 
     Backward, with G = dL/dy flattened to rows: dL/dx = G W, dL/dW = G^T x,
     dL/db = sum of G's rows. A frozen W (requires_grad False) skips the
-    G^T x product entirely: this is where LoRA saves time (paper, section 4.2).
+    G^T x product entirely: this is where adapter training saves its time.
     """
     x, weight = operands(x, weight, "linear")
     if bias is not None:
@@ -120,10 +129,60 @@ def cross_entropy(logits: Tensor, targets, ignore_index: int = -100) -> Tensor:
 
 
 def layer_norm(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float = 1e-5) -> Tensor:
-    """Normalise the last axis to zero mean, unit variance, then scale and shift.
+    """Normalise the last axis to zero mean, unit variance, then scale by ``weight``, add ``bias``.
 
-    With xhat = (x - mu) * rstd and G = dL/dxhat = g * weight:
-    dL/dx = rstd * (G - mean(G) - xhat * mean(G * xhat)) (means over the last axis).
+    ``layer_norm_fast``, or ``layer_norm_plain`` with the fast paths off.
+    """
+    if backend.fast_paths_enabled():
+        return layer_norm_fast(x, weight, bias, eps)
+    return layer_norm_plain(x, weight, bias, eps)
+
+
+def layer_norm_plain(
+    x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float = 1e-5
+) -> Tensor:
+    """mu = mean(x), var = mean((x - mu)^2), xhat = (x - mu) / sqrt(var + eps), out = xhat w + b.
+
+    Means over the last axis; w = 1 without a weight, b = 0 without a bias. With
+    G = dL/dxhat = g w, the backward is
+
+        dL/dx = (G - mean(G) - xhat mean(G xhat)) / sqrt(var + eps)
+        dL/dw = sum of g xhat,   dL/db = sum of g       (sums over every axis but the last)
+    """
+    for param in (weight, bias):
+        if param is not None:
+            operands(x, param, "layer_norm")  # one device, one float dtype
+    xp = backend.get_array_module(x.data)
+    mu = x.data.mean(axis=-1, keepdims=True)
+    var = ((x.data - mu) ** 2).mean(axis=-1, keepdims=True)
+    sigma = xp.sqrt(var + eps)
+    xhat = (x.data - mu) / sigma
+    w = 1.0 if weight is None else weight.data
+    b = 0.0 if bias is None else bias.data
+    out = xhat * w + b
+    parents = tuple(t for t in (x, weight, bias) if t is not None)
+
+    def backward(g):
+        lead = tuple(range(g.ndim - 1))  # every axis but the last
+        G = g * w  # dL/dxhat
+        gx = G - G.mean(axis=-1, keepdims=True) - xhat * (G * xhat).mean(axis=-1, keepdims=True)
+        grads = [gx / sigma if x.requires_grad else None]
+        if weight is not None:
+            grads.append((g * xhat).sum(axis=lead) if weight.requires_grad else None)
+        if bias is not None:
+            grads.append(g.sum(axis=lead) if bias.requires_grad else None)
+        return tuple(grads)
+
+    return make_result(out, parents, backward, "layer_norm")
+
+
+def layer_norm_fast(
+    x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float = 1e-5
+) -> Tensor:
+    """``layer_norm_plain`` with fewer temporaries: xhat built in place, times rstd = 1/sigma.
+
+    The same formulas (dL/dx = rstd (G - mean(G) - xhat mean(G xhat))), rounded in
+    another order: equal to the plain version to a few ulps.
     """
     for param in (weight, bias):
         if param is not None:
@@ -162,7 +221,35 @@ _GELU_C = math.sqrt(2.0 / math.pi)
 
 
 def gelu(x: Tensor) -> Tensor:
-    """GELU in GPT-2's tanh form: 0.5 x (1 + tanh(c (x + 0.044715 x^3))), c = sqrt(2/pi)."""
+    """GELU in GPT-2's tanh form: ``gelu_fast``, or ``gelu_plain`` with the fast paths off."""
+    return gelu_fast(x) if backend.fast_paths_enabled() else gelu_plain(x)
+
+
+def gelu_plain(x: Tensor) -> Tensor:
+    """out = 0.5 x (1 + t), t = tanh(c (x + 0.044715 x^3)), c = sqrt(2/pi).
+
+    By the product and chain rules, with dt/dx = (1 - t^2) c (1 + 3 * 0.044715 x^2):
+
+        dout/dx = 0.5 (1 + t) + 0.5 x dt/dx
+    """
+    xp = backend.get_array_module(x.data)
+    a = x.data
+    t = xp.tanh(_GELU_C * (a + 0.044715 * a**3))
+    out = 0.5 * a * (1.0 + t)
+
+    def backward(g):
+        dt_dx = (1.0 - t**2) * _GELU_C * (1.0 + 3 * 0.044715 * a**2)
+        return (g * (0.5 * (1.0 + t) + 0.5 * a * dt_dx),)
+
+    return make_result(out, (x,), backward, "gelu")
+
+
+def gelu_fast(x: Tensor) -> Tensor:
+    """``gelu_plain`` computed in place: one buffer for t, one for out, one for the slope.
+
+    The same formulas, grouped differently (c (a (1 + 0.044715 a^2)) for the tanh's
+    argument): equal to the plain version to a few ulps.
+    """
     xp = backend.get_array_module(x.data)
     a = x.data
     t = xp.multiply(a, a, out=xp.empty_like(a))  # in place: t = tanh(c (a + 0.044715 a^3))
@@ -188,22 +275,6 @@ def gelu(x: Tensor) -> Tensor:
         return (slope,)
 
     return make_result(out, (x,), backward, "gelu")
-
-
-def dropout_mask(shape, p: float, dtype, device: str, generator=None):
-    """The inverted-dropout mask: 0 with probability p, else 1/(1-p).
-
-    Drawn from ``generator`` (a NumPy Generator; the global one if None) on the
-    CPU, so one seed gives the same mask on every device. Every op that drops
-    (``dropout``, ``attention``, the fused LoRA layer) takes its mask from here.
-    """
-    if generator is None:
-        from minilora.creation import default_generator
-
-        generator = default_generator()
-    dtype = np.dtype(dtype)
-    keep = (generator.random(shape) >= p).astype(dtype) / dtype.type(1.0 - p)
-    return backend.to_device(keep, device)
 
 
 def dropout(x: Tensor, p: float, training: bool = True, generator=None) -> Tensor:
@@ -241,58 +312,3 @@ def embedding(weight: Tensor, indices) -> Tensor:
         return (grad,)
 
     return make_result(out, (weight,), backward, "embedding")
-
-
-def attention(
-    q: Tensor, k: Tensor, v: Tensor, hidden, dropout_p: float = 0.0, training: bool = False
-) -> Tensor:
-    """Scaled dot-product attention, fused: softmax(Q K^T / sqrt(D), hidden keys excluded) V.
-
-    q: (..., T, D); k, v: (..., S, D); ``hidden``: a bool array broadcastable to
-    (..., T, S), True where query t must not see key s (the causal mask, padding).
-    With P the attention weights and G = dL/dout, the backward is
-
-        dV = P^T G,   dP = G V^T,   dS = P * (dP - rowsum(dP * P)),
-        dQ = dS K / sqrt(D),   dK = dS^T Q / sqrt(D)
-
-    (the middle one is softmax's backward). One op instead of five: fewer
-    temporaries, and the formulas side by side.
-    """
-    q, k = operands(q, k, "attention")
-    operands(q, v, "attention")
-    xp = backend.get_array_module(q.data)
-    scale = 1.0 / math.sqrt(q.shape[-1])
-    scores = mm(q.data, k.data.swapaxes(-1, -2))  # (..., T, S)
-    scores *= scale
-    # a large finite negative, not -inf: a fully hidden row (padding) stays finite
-    hidden = xp.asarray(hidden)
-    xp.copyto(scores, xp.finfo(scores.dtype).min, where=hidden)
-    scores -= scores.max(axis=-1, keepdims=True)
-    probs = xp.exp(scores, out=scores)
-    probs /= probs.sum(axis=-1, keepdims=True)  # P
-    keep = None
-    if training and dropout_p > 0.0:
-        keep = dropout_mask(probs.shape, dropout_p, probs.dtype, q.device)
-    used = probs if keep is None else probs * keep
-    out = mm(used, v.data)  # (..., T, D)
-
-    def backward(g):
-        gv = mm(used.swapaxes(-1, -2), g) if v.requires_grad else None
-        gp = mm(g, v.data.swapaxes(-1, -2))  # dL/dP_used
-        if keep is not None:
-            gp *= keep
-        gs = gp - (gp * probs).sum(axis=-1, keepdims=True)
-        gs *= probs
-        gs *= scale
-        xp.copyto(gs, 0.0, where=hidden)  # a hidden score is a constant: no gradient
-        gq = mm(gs, k.data) if q.requires_grad else None
-        gk = mm(gs.swapaxes(-1, -2), q.data) if k.requires_grad else None
-        return gq, gk, gv
-
-    return make_result(out, (q, k, v), backward, "attention")
-
-
-def causal_mask(length: int, device: str = "cpu"):
-    """Boolean (T, T) array, True above the diagonal: the future positions to hide."""
-    mask = np.triu(np.ones((length, length), dtype=bool), k=1)
-    return backend.to_device(mask, device)

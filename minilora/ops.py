@@ -11,8 +11,10 @@ Every op follows one shape::
 A backward returns ``None`` for an input that does not require a gradient, and
 skips the work of computing it: that is how a frozen weight costs nothing.
 Gradients of broadcast inputs are summed back to the input's shape by one
-helper, ``unbroadcast``. The fused neural-network ops (softmax, cross-entropy,
-layer norm, GELU, ...) live in ``functional.py`` and follow the same shape.
+helper, ``unbroadcast``; it lives in ``broadcasting.py`` with the other helpers
+every op shares and with the four ops that broadcast: add, sub, mul, div. The
+fused neural-network ops (softmax, cross-entropy, layer norm, GELU, ...) live
+in ``functional.py`` and follow the same shape.
 """
 
 from __future__ import annotations
@@ -22,59 +24,10 @@ import builtins
 import numpy as np
 
 from minilora import backend
+from minilora.broadcasting import add, broadcast_shape, div, mul, operands, sub, unbroadcast
 from minilora.tensor import Tensor, make_result
 
-# ---- helpers shared by every op ----------------------------------------------
-
-
-def as_tensor(x, like: Tensor) -> Tensor:
-    """A constant (number, list, array) as a Tensor with ``like``'s dtype and device."""
-    if isinstance(x, Tensor):
-        return x
-    xp = backend.get_array_module(like.data)
-    return Tensor(xp.asarray(x, dtype=like.dtype))
-
-
-def operands(a, b, op: str) -> tuple[Tensor, Tensor]:
-    """Two inputs of a binary op as Tensors on one device with one floating dtype."""
-    if not isinstance(a, Tensor):
-        a = as_tensor(a, b)
-    if not isinstance(b, Tensor):
-        b = as_tensor(b, a)
-    if a.device != b.device:
-        raise RuntimeError(
-            f"{op}: inputs are on different devices ({a.device} and {b.device}); "
-            "move one with .to(device)"
-        )
-    if a.dtype != b.dtype and a.dtype.kind == "f" and b.dtype.kind == "f":
-        raise TypeError(
-            f"{op}: inputs have different dtypes ({a.dtype} and {b.dtype}); "
-            "convert one explicitly so that float32 is never promoted by accident"
-        )
-    return a, b
-
-
-def broadcast_shape(op: str, *shapes) -> tuple:
-    try:
-        return np.broadcast_shapes(*shapes)
-    except ValueError:
-        raise ValueError(
-            f"{op}: shapes {' and '.join(map(str, shapes))} do not broadcast "
-            "(trailing dimensions must be equal or 1)"
-        ) from None
-
-
-def unbroadcast(grad, shape: tuple):
-    """Sum ``grad`` over the axes that broadcasting added or stretched, to get ``shape``.
-
-    Broadcasting copies an input along new leading axes and along its size-1
-    axes; the chain rule adds up the gradient of every copy.
-    """
-    if grad.shape == shape:
-        return grad
-    lead = grad.ndim - len(shape)
-    stretched = tuple(lead + i for i, n in enumerate(shape) if n == 1 and grad.shape[lead + i] != 1)
-    return grad.sum(axis=tuple(range(lead)) + stretched, keepdims=True).reshape(shape)
+# ---- helpers (the shared ones, operands and unbroadcast among them: broadcasting.py) ----
 
 
 def mm(x, y):
@@ -92,65 +45,7 @@ def _axes(axis, ndim: int, op: str) -> tuple:
     return tuple(sorted(ax % builtins.max(ndim, 1) for ax in axes))
 
 
-# ---- elementwise arithmetic --------------------------------------------------
-
-
-def add(a, b) -> Tensor:
-    a, b = operands(a, b, "add")
-    out = a.data + b.data if a.shape == b.shape else _broadcast_apply("add", a, b, np.add)
-
-    def backward(g):
-        return (
-            unbroadcast(g, a.shape) if a.requires_grad else None,
-            unbroadcast(g, b.shape) if b.requires_grad else None,
-        )
-
-    return make_result(out, (a, b), backward, "add")
-
-
-def sub(a, b) -> Tensor:
-    a, b = operands(a, b, "sub")
-    out = a.data - b.data if a.shape == b.shape else _broadcast_apply("sub", a, b, np.subtract)
-
-    def backward(g):
-        return (
-            unbroadcast(g, a.shape) if a.requires_grad else None,
-            unbroadcast(-g, b.shape) if b.requires_grad else None,
-        )
-
-    return make_result(out, (a, b), backward, "sub")
-
-
-def mul(a, b) -> Tensor:
-    a, b = operands(a, b, "mul")
-    out = a.data * b.data if a.shape == b.shape else _broadcast_apply("mul", a, b, np.multiply)
-
-    def backward(g):
-        return (
-            unbroadcast(g * b.data, a.shape) if a.requires_grad else None,
-            unbroadcast(g * a.data, b.shape) if b.requires_grad else None,
-        )
-
-    return make_result(out, (a, b), backward, "mul")
-
-
-def div(a, b) -> Tensor:
-    a, b = operands(a, b, "div")
-    out = a.data / b.data if a.shape == b.shape else _broadcast_apply("div", a, b, np.divide)
-
-    def backward(g):  # d(a/b)/da = 1/b, d(a/b)/db = -a/b^2 = -out/b
-        g_over_b = g / b.data
-        return (
-            unbroadcast(g_over_b, a.shape) if a.requires_grad else None,
-            unbroadcast(-g_over_b * out, b.shape) if b.requires_grad else None,
-        )
-
-    return make_result(out, (a, b), backward, "div")
-
-
-def _broadcast_apply(op, a, b, ufunc):
-    broadcast_shape(op, a.shape, b.shape)  # a clear error before numpy's
-    return ufunc(a.data, b.data)
+# ---- elementwise (add, sub, mul, div: broadcasting.py) --------------------------
 
 
 def neg(a: Tensor) -> Tensor:

@@ -100,25 +100,13 @@ class CausalSelfAttention(Module):
         q, k, v = heads(self.q_proj(x)), heads(self.k_proj(x)), heads(self.v_proj(x))
         if cache is not None:
             k, v = cache.extend(self.layer, k, v)  # (B, H, S, D), S = cached + T
-        hidden = causal_mask(T, k.shape[2], x.device)  # (T, S): query i sees keys <= S - T + i
+        hidden = F.causal_mask(T, k.shape[2], device=x.device)  # (T, S): i sees keys <= S - T + i
         if key_padding is not None:  # (B, S) True at padding tokens
             hidden = hidden | key_padding[:, None, None, :]
-        # softmax(Q K^T / sqrt(D), hidden excluded) V, as one fused op (functional.attention)
+        # softmax(Q K^T / sqrt(D), hidden excluded) V, as one fused op (attention.py)
         y = F.attention(q, k, v, hidden, self.attn_dropout.p, self.training)  # (B, H, T, D)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C): heads side by side
         return self.resid_dropout(self.o_proj(y))
-
-
-_masks: dict = {}
-
-
-def causal_mask(T: int, S: int, device: str):
-    """(T, S) bool, True where query i (the last T of S positions) must not see key j."""
-    key = (T, S, device)
-    if key not in _masks:
-        mask = np.triu(np.ones((T, S), dtype=bool), k=S - T + 1)
-        _masks[key] = backend.to_device(mask, device)
-    return _masks[key]
 
 
 class MLP(Module):

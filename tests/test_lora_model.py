@@ -149,8 +149,8 @@ def test_first_step_moves_only_B_and_the_second_moves_A(case, weight_decay):
 
 # ---- proof 4: frozen weights cost no gradient and no optimizer state ---------------------------
 class CountingMM:
-    """Wraps ops.mm (and functional's copy of it) and records the shape of every product
-    that computes a weight gradient: a 2-D product neither of whose operands is a
+    """Wraps ops.mm (and functional's and lora_fused's copies of it) and records the shape
+    of every product that computes a weight gradient: a 2-D product neither of whose operands is a
     parameter. (dL/dx = G W multiplies by a parameter; dL/dW = G^T X multiplies two
     activations; attention's products are 4-D.)"""
 
@@ -172,7 +172,7 @@ def backward_products(model, idx, targets):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(ops, "mm", counter)
         mp.setattr(functional, "mm", counter)  # functional did `from minilora.ops import mm`
-        mp.setattr(lora_fused, "mm", counter)  # and so did the fused LoRA layer
+        mp.setattr(lora_fused, "mm", counter)  # and so did the fused LoRA layer (the fast path)
         loss.backward()
     return counter.shapes
 

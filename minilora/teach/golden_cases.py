@@ -321,7 +321,7 @@ def ref_attention(i, device):
     from minilora import functional as F
 
     q, k, v = (_t(i[n], device, True) for n in "qkv")
-    out = F.attention(q, k, v, F.causal_mask(q.shape[-2], device))
+    out = F.attention(q, k, v, F.causal_mask(q.shape[-2], device=device))
     out.backward(_t(i["g"], device))
     return {"out": _np(out), "grad_q": _np(q.grad), "grad_k": _np(k.grad), "grad_v": _np(v.grad)}
 
