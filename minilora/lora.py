@@ -61,12 +61,13 @@ class LoRAConfig:
         if isinstance(self.target_modules, str):
             self.target_modules = (self.target_modules,)
         self.target_modules = tuple(self.target_modules)
-        if not isinstance(self.r, (int, np.integer)) or self.r < 1:
+        if isinstance(self.r, bool) or not isinstance(self.r, (int, np.integer)) or self.r < 1:
             raise ValueError(f"LoRAConfig: r={self.r!r} must be an integer >= 1")
-        if not self.alpha > 0:
-            raise ValueError(f"LoRAConfig: alpha={self.alpha!r} must be > 0")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"LoRAConfig: dropout={self.dropout!r} must be in [0, 1)")
+        # alpha = inf (or NaN) would make every logit NaN; 0 would silently train nothing
+        if not (_is_number(self.alpha) and 0 < self.alpha < math.inf):
+            raise ValueError(f"LoRAConfig: alpha={self.alpha!r} must be a finite number > 0")
+        if not (_is_number(self.dropout) and 0.0 <= self.dropout < 1.0):
+            raise ValueError(f"LoRAConfig: dropout={self.dropout!r} must be a number in [0, 1)")
         if self.init not in INITS:
             raise ValueError(f"LoRAConfig: init={self.init!r}; expected one of {INITS}")
         if self.bias not in BIAS_MODES:
@@ -82,6 +83,10 @@ class LoRAConfig:
         d = asdict(self)
         d["target_modules"] = list(self.target_modules)
         return d
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
 
 
 class LoRALinear(Module):
@@ -137,6 +142,10 @@ class LoRALinear(Module):
         self.active_adapter = name
 
     def delete_adapter(self, name: str) -> None:
+        if name not in self.configs:
+            raise KeyError(
+                f"delete_adapter: no adapter named {name!r}; this layer has {list(self.configs)}"
+            )
         if self.merged_adapter == name:
             raise RuntimeError(f"adapter {name!r} is merged into the weights; unmerge it first")
         del self.lora_A[name], self.lora_B[name]
@@ -186,17 +195,33 @@ class LoRALinear(Module):
         return self.base_layer(x) + scaling * B(A(F.dropout(x, p, self.training)))
 
     @no_grad()
-    def merge(self) -> None:
-        """W0 <- W0 + scaling * B A for the active adapter (refuses non-finite results)."""
+    def merged_weight(self):
+        """W0 + scaling * B A for the active adapter, or None when there is nothing to merge.
+
+        Raises FloatingPointError if the result is not finite (a damaged adapter).
+        Changes nothing: ``merge`` (and the model-level ``merge``, which checks
+        every layer first) write it.
+        """
         if self.merged or self.active_adapter is None:
-            return
+            return None
         merged = self.base_layer.weight.data + self.delta_weight()
         if not bool(np.all(np.isfinite(_to_host(merged)))):
             raise FloatingPointError(
                 f"merging adapter {self.active_adapter!r} would put non-finite values in the "
                 "weight; the adapter is damaged (NaN or inf in A or B), nothing was changed"
             )
-        self.base_layer.weight.data = merged
+        return merged
+
+    @no_grad()
+    def merge(self, weight=None) -> None:
+        """W0 <- W0 + scaling * B A for the active adapter (refuses non-finite results).
+
+        ``weight``: that sum, already computed by ``merged_weight``.
+        """
+        weight = self.merged_weight() if weight is None else weight
+        if weight is None:
+            return
+        self.base_layer.weight.data = weight
         self.merged_adapter = self.active_adapter
 
     @no_grad()
@@ -311,9 +336,20 @@ def set_adapter(model: Module, name: str) -> None:
 
 
 def delete_adapter(model: Module, name: str) -> None:
-    for layer in lora_layers(model).values():
-        if name in layer.configs:
-            layer.delete_adapter(name)
+    """Remove adapter ``name`` from every layer that holds it (KeyError if none does)."""
+    layers = lora_layers(model)
+    holders = [layer for layer in layers.values() if name in layer.configs]
+    if not holders:
+        known = sorted({n for layer in layers.values() for n in layer.configs})
+        raise KeyError(f"delete_adapter: no adapter named {name!r}; the model has {known}")
+    merged = [p for p, layer in layers.items() if layer.merged_adapter == name]
+    if merged:
+        raise RuntimeError(
+            f"delete_adapter: adapter {name!r} is merged into the weights of {merged}; "
+            "unmerge(model) first"
+        )
+    for layer in holders:
+        layer.delete_adapter(name)
 
 
 @contextlib.contextmanager
@@ -346,9 +382,27 @@ def mark_only_lora_as_trainable(model: Module, bias: str = "none") -> None:
         p.requires_grad_(trainable)
 
 
+def _merged_weights(layers: dict) -> dict:
+    """W0 + dW of every layer, each checked finite, before any layer changes (all or nothing)."""
+    weights, damaged = {}, []
+    for path, layer in layers.items():
+        try:
+            weights[path] = layer.merged_weight()
+        except FloatingPointError:
+            damaged.append(path)
+    if damaged:
+        raise FloatingPointError(
+            f"merge: the adapter would put non-finite values (NaN or inf in A or B) into the "
+            f"weights of {damaged}; nothing was changed in any layer"
+        )
+    return weights
+
+
 def merge(model: Module) -> Module:
-    for layer in lora_layers(model).values():
-        layer.merge()
+    """W0 <- W0 + (alpha/r) B A in every LoRA layer, or in none if one would not be finite."""
+    layers = lora_layers(model)
+    for path, weight in _merged_weights(layers).items():
+        layers[path].merge(weight)
     return model
 
 
@@ -359,10 +413,14 @@ def unmerge(model: Module) -> Module:
 
 
 def merge_and_unload(model: Module) -> Module:
-    """Merge the active adapter and put the plain Linear layers back: a model with no LoRA left."""
-    for name, layer in lora_layers(model).items():
-        layer.merge()
-        model.set_submodule(name, layer.base_layer)
+    """Merge the active adapter and put the plain Linear layers back: a model with no LoRA left.
+
+    All or nothing: every layer is checked before any changes (see ``merge``).
+    """
+    layers = lora_layers(model)
+    for name, weight in _merged_weights(layers).items():
+        layers[name].merge(weight)
+        model.set_submodule(name, layers[name].base_layer)
     return model
 
 
