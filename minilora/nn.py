@@ -140,7 +140,8 @@ class Module:
             raise KeyError("\n".join(lines))
         for name, p in own.items():
             if name in state:
-                value = backend.to_numpy(getattr(state[name], "data", state[name]))
+                value = state[name]  # a Tensor or an array (an array's .data is not its values)
+                value = backend.to_numpy(value.data if isinstance(value, Tensor) else value)
                 p.data = backend.to_device(np.array(value, dtype=p.dtype), p.device)
         return missing, unexpected
 

@@ -215,7 +215,8 @@ class GPT(Module):
         since it was never trained on longer inputs or later positions.
         """
         check_sampling(max_new_tokens, temperature, top_k)
-        out = np.array(backend.to_numpy(getattr(idx, "data", idx)), dtype=np.int64)
+        idx = idx.data if isinstance(idx, Tensor) else idx  # an array's .data is not its values
+        out = np.array(backend.to_numpy(idx), dtype=np.int64)
         if out.ndim == 1:
             out = out[None, :]
         if out.ndim != 2 or out.shape[1] == 0:
