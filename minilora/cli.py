@@ -308,7 +308,8 @@ def _merge(args, command):
     from minilora.work.io import save_model
 
     model, tokenizer = _load(args.model, args.adapter, None)
-    merge_and_unload(model)
+    with about("--adapter", args.adapter):  # a damaged adapter: nothing merged, nothing written
+        merge_and_unload(model)
     save_model(
         model, Path(args.out), tokenizer, {"command": command, "merged_adapter": args.adapter}
     )

@@ -46,7 +46,10 @@ def strip_source(source: str) -> str:
 
 def strip_notebook(notebook, out) -> int:
     """Write the student version of ``notebook`` to ``out``; return the number of regions."""
-    nb = json.loads(Path(notebook).read_text())
+    try:
+        nb = json.loads(Path(notebook).read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{notebook}: not a Jupyter notebook (not valid JSON: {err})") from None
     if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list):
         raise ValueError(f"{notebook}: not a Jupyter notebook (expected a JSON object with cells)")
     regions = 0

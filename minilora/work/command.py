@@ -61,7 +61,7 @@ def _exit(prog: str, message: str, status: int):
 
 def one_line(message: str) -> str:
     """A message on one line: line breaks (and the indentation after them) become '; '."""
-    return re.sub(r"\s*\n\s*", "; ", str(message).strip())
+    return re.sub(r"\s*\n\s*", "; ", str(message).strip()).replace(":; ", ": ")
 
 
 def _message(err: BaseException) -> str:
