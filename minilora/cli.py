@@ -2,50 +2,32 @@
 reproduce (the paper's tables and figures) and exercises (course material).
 
 Each sub-command's ``--help`` says what it does and what every option means.
+
+An expected error is ONE line on stderr and exit status 2 (usage) or 1, found
+before any work where it can be; ``minilora --debug COMMAND`` shows the traceback
+(the rule and its helpers: ``minilora.work.command``).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import shlex
 import sys
 from pathlib import Path
 
 from minilora import backend
-
-
-def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--seed", type=int, default=0, help="random seed (runs repeat bit for bit on the CPU)"
-    )
-    p.add_argument(
-        "--device",
-        default=None,
-        choices=["cpu", "cuda"],
-        help="where to compute (default: $MINILORA_DEVICE or cpu)",
-    )
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
-def _lora_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--r", type=int, default=8, help="LoRA rank r (default 8)")
-    p.add_argument(
-        "--alpha", type=float, default=None, help="LoRA alpha; dW is scaled by alpha/r (default 2r)"
-    )
-    p.add_argument(
-        "--targets",
-        default="q_proj,v_proj",
-        help="comma-separated Linear names to adapt (default q_proj,v_proj)",
-    )
-    p.add_argument("--dropout", type=float, default=0.0, help="dropout on the adapter input")
+from minilora.work import command as cmd
+from minilora.work.command import USAGE, CommandError, about
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = cmd.Parser(
         prog="minilora",
         description="LoRA (Hu et al. 2021) from scratch on a tiny NumPy/CuPy autograd engine.",
     )
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser(
@@ -55,14 +37,20 @@ def build_parser() -> argparse.ArgumentParser:
         "task, fine-tune LoRA, measure again, merge, and save the adapter.",
     )
     p.add_argument(
-        "--steps", type=int, default=None, help="training steps (default: the demo's recipe)"
+        "--steps",
+        type=cmd.integer(1),
+        default=None,
+        help="training steps (default: the demo's recipe)",
     )
-    p.add_argument("--eval", type=int, default=None, help="number of test questions to score")
+    p.add_argument(
+        "--eval", type=cmd.integer(1), default=None, help="number of test questions to score"
+    )
     p.add_argument(
         "--out", default="runs/demo", help="where the adapter is saved (default runs/demo)"
     )
-    _lora_args(p)
-    _add_common(p)
+    cmd.lora_arguments(p)
+    cmd.common_arguments(p)
+    cmd.outputs(p, ("out", "--out", "dir"))
 
     p = sub.add_parser(
         "pretrain",
@@ -75,15 +63,23 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="output directory (checkpoints last/, best/ and the final model)",
     )
-    p.add_argument("--steps", type=int, default=2000)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--block-size", type=int, default=128, help="context length in characters")
-    p.add_argument("--n-layer", type=int, default=4)
-    p.add_argument("--n-head", type=int, default=4)
-    p.add_argument("--d-model", type=int, default=128)
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--eval-every", type=int, default=250)
-    _add_common(p)
+    p.add_argument("--steps", type=cmd.integer(1), default=2000)
+    p.add_argument("--batch-size", type=cmd.integer(1), default=16)
+    p.add_argument(
+        "--block-size", type=cmd.integer(1), default=128, help="context length in characters"
+    )
+    p.add_argument("--n-layer", type=cmd.integer(1), default=4)
+    p.add_argument("--n-head", type=cmd.integer(1), default=4)
+    p.add_argument("--d-model", type=cmd.integer(1), default=128, help="a multiple of --n-head")
+    p.add_argument("--lr", type=cmd.number(0, low_open=True), default=3e-3)
+    p.add_argument(
+        "--eval-every",
+        type=cmd.integer(0),
+        default=250,
+        help="steps between evaluations (0: at the end)",
+    )
+    cmd.common_arguments(p)
+    cmd.outputs(p, ("out", "--out", "dir"))
 
     p = sub.add_parser(
         "generate",
@@ -93,11 +89,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--model", default="char-small", help="'char-small' or a checkpoint directory")
     p.add_argument("--adapter", default=None, help="a LoRA adapter directory to apply")
-    p.add_argument("--prompt", default="The ", help="text to continue")
-    p.add_argument("--length", type=int, default=100, help="characters to generate")
-    p.add_argument("--temperature", type=float, default=0.8, help="0 means greedy")
-    p.add_argument("--top-k", type=int, default=None)
-    _add_common(p)
+    p.add_argument(
+        "--prompt", default="The ", help="text to continue (characters of the model's vocabulary)"
+    )
+    p.add_argument("--length", type=cmd.integer(0), default=100, help="characters to generate")
+    p.add_argument("--temperature", type=cmd.number(0), default=0.8, help="0 means greedy")
+    p.add_argument(
+        "--top-k", type=cmd.integer(1), default=None, help="sample among the k most likely only"
+    )
+    cmd.common_arguments(p)
 
     p = sub.add_parser(
         "finetune",
@@ -106,14 +106,17 @@ def build_parser() -> argparse.ArgumentParser:
         "adapter in Hugging Face PEFT's layout.",
     )
     p.add_argument("--model", default="char-small", help="'char-small' or a checkpoint directory")
-    p.add_argument("--task", default="sql", help="sql or nli")
-    p.add_argument("--steps", type=int, default=600)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=1e-2)
-    p.add_argument("--eval", type=int, default=200, help="test questions to score (0: skip)")
+    p.add_argument("--task", default="sql", choices=TASKS, help="sql or nli")
+    p.add_argument("--steps", type=cmd.integer(1), default=600)
+    p.add_argument("--batch-size", type=cmd.integer(1), default=16)
+    p.add_argument("--lr", type=cmd.number(0, low_open=True), default=1e-2)
+    p.add_argument(
+        "--eval", type=cmd.integer(0), default=200, help="test questions to score (0: skip)"
+    )
     p.add_argument("--out", required=True, help="adapter output directory")
-    _lora_args(p)
-    _add_common(p)
+    cmd.lora_arguments(p)
+    cmd.common_arguments(p)
+    cmd.outputs(p, ("out", "--out", "dir"))
 
     p = sub.add_parser(
         "merge",
@@ -124,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="char-small", help="'char-small' or a checkpoint directory")
     p.add_argument("--adapter", required=True, help="the LoRA adapter directory")
     p.add_argument("--out", required=True, help="output checkpoint directory")
+    cmd.outputs(p, ("out", "--out", "dir"))
 
     p = sub.add_parser(
         "export-hf",
@@ -144,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="a minilora LoRA adapter directory, written as a PEFT adapter to OUT/adapter",
     )
+    cmd.outputs(p, ("out", "OUT", "dir"))
 
     p = sub.add_parser(
         "import-hf",
@@ -164,18 +169,35 @@ def build_parser() -> argparse.ArgumentParser:
         help="a PEFT LoRA adapter directory (adapter_config.json + adapter_model.safetensors), "
         "written as a minilora adapter to OUT/adapter",
     )
+    cmd.outputs(p, ("out", "OUT", "dir"))
     for module_name in COMMAND_MODULES:
         COMMANDS.update(importlib.import_module(module_name).add_cli(sub))
+    for p in sub.choices.values():  # `minilora COMMAND --debug ...` works too
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     return parser
 
 
+DEBUG_HELP = "on an error, show the traceback instead of one line (also MINILORA_DEBUG=1)"
+TASKS = ("sql", "nli")  # minilora.work.tasks.TASKS (not imported here: --help stays light)
+
+
 def main(argv=None) -> int:
+    """Run the command line ``argv``; 0 on success. A failure prints one line on stderr and
+    raises ``CommandExit`` (a SystemExit: status 2 for usage errors, 1 otherwise)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    backend.tune_malloc()  # long work starts here (see backend.tune_malloc)
-    command = "minilora " + " ".join(
-        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
-    )
-    return COMMANDS[args.command](args, command) or 0
+    debug = args.debug or os.environ.get("MINILORA_DEBUG", "").strip() not in ("", "0")
+    prog = " ".join(["minilora", args.command, getattr(args, "exercises_command", None) or ""])
+    prog = prog.strip()
+    command = "minilora " + " ".join(shlex.quote(a) for a in argv)
+
+    def work():
+        cmd.check_device(args)
+        cmd.check_outputs(args)
+        backend.tune_malloc()  # long work starts here (see backend.tune_malloc)
+        return COMMANDS[args.command](args, command) or 0
+
+    return cmd.run(prog, work, debug)
 
 
 def _pretrain(args, command):
@@ -183,6 +205,12 @@ def _pretrain(args, command):
     from minilora.work.pretrained import SMALL_TRAINING, pretrain
     from minilora.work.train import TrainConfig
 
+    if args.d_model % args.n_head:
+        raise CommandError(
+            f"--d-model {args.d_model} is not a multiple of --n-head {args.n_head}; each head "
+            "gets d_model / n_head dimensions",
+            USAGE,
+        )
     model_config = GPTConfig(
         vocab_size=1,
         block_size=args.block_size,
@@ -210,23 +238,32 @@ def _pretrain(args, command):
     print(f"saved to {args.out}")
 
 
-def _load(model_spec, adapter, device):
+def _load(model_spec, adapter, device, argument="--model", need_tokenizer=True):
+    """The model (a shipped name or a checkpoint directory), with ``adapter`` loaded if given."""
     from minilora.interop.adapters import load_adapter
-    from minilora.work.pretrained import resolve_model
+    from minilora.work.pretrained import PRETRAINED, resolve_model
 
-    model, tokenizer, meta = resolve_model(model_spec, device)
-    if tokenizer is None:
-        raise SystemExit(f"{model_spec}: the checkpoint has no tokenizer; cannot encode text")
+    if model_spec not in PRETRAINED and not Path(model_spec).is_dir():
+        raise CommandError(
+            f"{argument} {model_spec}: no such checkpoint directory, and not a shipped model "
+            f"(shipped: {', '.join(PRETRAINED)})"
+        )
+    with about(argument, model_spec):
+        model, tokenizer, meta = resolve_model(model_spec, device)
+    if tokenizer is None and need_tokenizer:
+        raise CommandError(f"{argument} {model_spec}: the checkpoint has no tokenizer")
     if adapter:
-        load_adapter(model, adapter)
+        with about("--adapter", adapter):
+            load_adapter(model, adapter)
     return model, tokenizer
 
 
 def _generate(args, command):
+    if not args.prompt:
+        raise CommandError("--prompt '': expected at least one character to continue", USAGE)
     model, tokenizer = _load(args.model, args.adapter, args.device)
-    prompt = tokenizer.encode(args.prompt)
-    if args.length < 0:
-        raise SystemExit(f"--length {args.length}: expected a number of characters >= 0")
+    with about("--prompt", repr(args.prompt), USAGE):
+        prompt = tokenizer.encode(args.prompt)
     out = model.generate(
         prompt, args.length, temperature=args.temperature, top_k=args.top_k, seed=args.seed
     )
@@ -235,22 +272,24 @@ def _generate(args, command):
 
 def _finetune(args, command):
     from minilora.interop.adapters import save_adapter
-    from minilora.lora import LoRAConfig
+    from minilora.lora import LoRAConfig, inject_lora
     from minilora.work.finetune import evaluate, finetune, finetune_recipe
     from minilora.work.tasks import make_task
 
-    model, tokenizer = _load(args.model, None, args.device)
-    task = make_task(args.task, n_train=4000, n_val=200, n_test=max(args.eval, 1), seed=args.seed)
     lora = LoRAConfig(
         r=args.r,
-        alpha=args.alpha or 2.0 * args.r,
+        alpha=2.0 * args.r if args.alpha is None else args.alpha,
         dropout=args.dropout,
-        target_modules=tuple(t.strip() for t in args.targets.split(",") if t.strip()),
+        target_modules=args.targets,
     )
+    model, tokenizer = _load(args.model, None, args.device)
+    task = make_task(args.task, n_train=4000, n_val=200, n_test=max(args.eval, 1), seed=args.seed)
     config = finetune_recipe(
         args.steps, args.lr, args.batch_size, args.seed, eval_batches=8, progress=not args.quiet
     )
-    result = finetune(model, tokenizer, task, config, lora)
+    with about("--r", f"{args.r} --targets {','.join(args.targets)}"):  # do they fit the model?
+        inject_lora(model, lora)  # what finetune(..., lora) would do first
+    result = finetune(model, tokenizer, task, config)
     save_adapter(model, args.out, base_model_name=args.model)
     print(
         f"trained {result.trainable:,d} of {result.total:,d} parameters for {args.steps} steps "
@@ -269,7 +308,8 @@ def _merge(args, command):
     from minilora.work.io import save_model
 
     model, tokenizer = _load(args.model, args.adapter, None)
-    merge_and_unload(model)
+    with about("--adapter", args.adapter):  # a damaged adapter: nothing merged, nothing written
+        merge_and_unload(model)
     save_model(
         model, Path(args.out), tokenizer, {"command": command, "merged_adapter": args.adapter}
     )
@@ -285,7 +325,7 @@ def _demo(args, command):
         out=args.out,
         r=args.r,
         alpha=args.alpha,
-        targets=tuple(t.strip() for t in args.targets.split(",") if t.strip()),
+        targets=args.targets,
         dropout=args.dropout,
         seed=args.seed,
         device=args.device,
@@ -294,18 +334,11 @@ def _demo(args, command):
 
 
 def _export_hf(args, command):
-    from minilora.interop.adapters import load_adapter
     from minilora.interop.hf import save_gpt2
-    from minilora.work.io import CheckpointError
-    from minilora.work.pretrained import resolve_model
 
-    try:
-        model, tokenizer, _ = resolve_model(args.model)
-        if args.adapter:
-            load_adapter(model, args.adapter)
+    model, tokenizer = _load(args.model, args.adapter, None, "MODEL", need_tokenizer=False)
+    with about("OUT", args.out):
         save_gpt2(model, args.out, tokenizer, base_model_name=args.model)
-    except (CheckpointError, ValueError, FileNotFoundError) as err:
-        raise SystemExit(f"minilora export-hf: {err}") from None
     print(
         f"GPT-2 checkpoint written to {args.out}: load it with "
         f"transformers.GPT2LMHeadModel.from_pretrained({str(args.out)!r})"
@@ -319,12 +352,11 @@ def _export_hf(args, command):
 
 def _import_hf(args, command):
     from minilora.interop.hf import import_gpt2
-    from minilora.work.io import CheckpointError
 
-    try:
-        import_gpt2(args.directory, args.out, args.adapter, meta={"command": command})
-    except (CheckpointError, ValueError) as err:
-        raise SystemExit(f"minilora import-hf: {err}") from None
+    for argument, path in (("DIR", args.directory), ("--adapter", args.adapter)):
+        if path is not None and not Path(path).is_dir():
+            raise CommandError(f"{argument} {path}: no such directory")
+    import_gpt2(args.directory, args.out, args.adapter, meta={"command": command})
     print(f"minilora checkpoint written to {args.out}")
     if args.adapter:
         adapter = Path(args.out) / "adapter"

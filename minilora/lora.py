@@ -28,7 +28,14 @@ from minilora import backend
 from minilora import functional as F
 from minilora.creation import default_generator
 from minilora.lora_fused import lora_linear
-from minilora.nn import Linear, Module, ModuleDict
+from minilora.nn import (  # noqa: F401
+    Linear,
+    Module,
+    ModuleDict,
+    ParameterCount,
+    count_parameters,
+    print_trainable_parameters,
+)
 from minilora.tensor import Tensor, is_grad_enabled, no_grad
 
 INITS = ("kaiming", "gaussian")
@@ -61,12 +68,13 @@ class LoRAConfig:
         if isinstance(self.target_modules, str):
             self.target_modules = (self.target_modules,)
         self.target_modules = tuple(self.target_modules)
-        if not isinstance(self.r, (int, np.integer)) or self.r < 1:
+        real = (int, float, np.integer, np.floating)
+        if isinstance(self.r, bool) or not isinstance(self.r, (int, np.integer)) or self.r < 1:
             raise ValueError(f"LoRAConfig: r={self.r!r} must be an integer >= 1")
-        if not self.alpha > 0:
-            raise ValueError(f"LoRAConfig: alpha={self.alpha!r} must be > 0")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"LoRAConfig: dropout={self.dropout!r} must be in [0, 1)")
+        if not (isinstance(self.alpha, real) and 0 < self.alpha < math.inf):  # inf: NaN logits
+            raise ValueError(f"LoRAConfig: alpha={self.alpha!r} must be a finite number > 0")
+        if not (isinstance(self.dropout, real) and 0.0 <= self.dropout < 1.0):
+            raise ValueError(f"LoRAConfig: dropout={self.dropout!r} must be a number in [0, 1)")
         if self.init not in INITS:
             raise ValueError(f"LoRAConfig: init={self.init!r}; expected one of {INITS}")
         if self.bias not in BIAS_MODES:
@@ -137,6 +145,10 @@ class LoRALinear(Module):
         self.active_adapter = name
 
     def delete_adapter(self, name: str) -> None:
+        if name not in self.configs:
+            raise KeyError(
+                f"delete_adapter: no adapter {name!r}; this layer has {list(self.configs)}"
+            )
         if self.merged_adapter == name:
             raise RuntimeError(f"adapter {name!r} is merged into the weights; unmerge it first")
         del self.lora_A[name], self.lora_B[name]
@@ -186,16 +198,21 @@ class LoRALinear(Module):
         return self.base_layer(x) + scaling * B(A(F.dropout(x, p, self.training)))
 
     @no_grad()
-    def merge(self) -> None:
-        """W0 <- W0 + scaling * B A for the active adapter (refuses non-finite results)."""
+    def merge(self, check_only: bool = False) -> None:
+        """W0 <- W0 + scaling * B A for the active adapter (refuses non-finite results).
+
+        ``check_only``: raise as merge would, change nothing (the model-level merge checks
+        every layer before it changes any)."""
         if self.merged or self.active_adapter is None:
             return
         merged = self.base_layer.weight.data + self.delta_weight()
-        if not bool(np.all(np.isfinite(_to_host(merged)))):
+        if not bool(np.all(np.isfinite(backend.to_numpy(merged)))):
             raise FloatingPointError(
                 f"merging adapter {self.active_adapter!r} would put non-finite values in the "
                 "weight; the adapter is damaged (NaN or inf in A or B), nothing was changed"
             )
+        if check_only:
+            return
         self.base_layer.weight.data = merged
         self.merged_adapter = self.active_adapter
 
@@ -213,10 +230,6 @@ class LoRALinear(Module):
         return (
             f"adapters={list(self.configs)}, active={self.active_adapter!r}, merged={self.merged}"
         )
-
-
-def _to_host(a):
-    return backend.to_numpy(a)
 
 
 # ---- the model-level API ---------------------------------------------------------
@@ -311,9 +324,13 @@ def set_adapter(model: Module, name: str) -> None:
 
 
 def delete_adapter(model: Module, name: str) -> None:
-    for layer in lora_layers(model).values():
-        if name in layer.configs:
-            layer.delete_adapter(name)
+    """Remove adapter ``name`` from every layer that holds it (KeyError if none does)."""
+    layers = lora_layers(model).values()
+    if not any(name in layer.configs for layer in layers):
+        known = sorted({n for layer in layers for n in layer.configs})
+        raise KeyError(f"delete_adapter: no adapter named {name!r}; the model has {known}")
+    for layer in (layer for layer in layers if name in layer.configs):
+        layer.delete_adapter(name)
 
 
 @contextlib.contextmanager
@@ -346,8 +363,19 @@ def mark_only_lora_as_trainable(model: Module, bias: str = "none") -> None:
         p.requires_grad_(trainable)
 
 
+def _check_merge(layers: dict) -> None:
+    """All or nothing: every layer is checked (finite W0 + dW) before any changes."""
+    for path, layer in layers.items():
+        try:
+            layer.merge(check_only=True)
+        except FloatingPointError as err:
+            raise FloatingPointError(f"merge: {path}: {err} in any layer") from None
+
+
 def merge(model: Module) -> Module:
-    for layer in lora_layers(model).values():
+    layers = lora_layers(model)
+    _check_merge(layers)
+    for layer in layers.values():
         layer.merge()
     return model
 
@@ -360,34 +388,8 @@ def unmerge(model: Module) -> Module:
 
 def merge_and_unload(model: Module) -> Module:
     """Merge the active adapter and put the plain Linear layers back: a model with no LoRA left."""
+    _check_merge(lora_layers(model))
     for name, layer in lora_layers(model).items():
         layer.merge()
         model.set_submodule(name, layer.base_layer)
     return model
-
-
-@dataclass
-class ParameterCount:
-    trainable: int
-    total: int
-
-    @property
-    def percent(self) -> float:
-        return 100.0 * self.trainable / max(self.total, 1)
-
-    def __str__(self):  # the line PEFT's print_trainable_parameters prints
-        return (
-            f"trainable params: {self.trainable:,d} || all params: {self.total:,d} "
-            f"|| trainable%: {self.percent:.4f}"
-        )
-
-
-def count_parameters(model: Module) -> ParameterCount:
-    params = model.parameters()
-    return ParameterCount(
-        sum(p.size for p in params if p.requires_grad), sum(p.size for p in params)
-    )
-
-
-def print_trainable_parameters(model: Module) -> None:
-    print(count_parameters(model))

@@ -8,6 +8,7 @@ attributes, in the order they were assigned, so names come out as in PyTorch
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -140,7 +141,8 @@ class Module:
             raise KeyError("\n".join(lines))
         for name, p in own.items():
             if name in state:
-                value = backend.to_numpy(getattr(state[name], "data", state[name]))
+                value = state[name]  # a Tensor or an array (an array's .data is not its values)
+                value = backend.to_numpy(value.data if isinstance(value, Tensor) else value)
                 p.data = backend.to_device(np.array(value, dtype=p.dtype), p.device)
         return missing, unexpected
 
@@ -274,3 +276,33 @@ class ModuleDict(Module):
 
     def __len__(self):
         return len(self.keys())
+
+
+# ---- counting (PEFT's print_trainable_parameters; minilora.lora re-exports these) ----
+
+
+@dataclass
+class ParameterCount:
+    trainable: int
+    total: int
+
+    @property
+    def percent(self) -> float:
+        return 100.0 * self.trainable / max(self.total, 1)
+
+    def __str__(self):  # the line PEFT's print_trainable_parameters prints
+        return (
+            f"trainable params: {self.trainable:,d} || all params: {self.total:,d} "
+            f"|| trainable%: {self.percent:.4f}"
+        )
+
+
+def count_parameters(model: Module) -> ParameterCount:
+    params = model.parameters()
+    return ParameterCount(
+        sum(p.size for p in params if p.requires_grad), sum(p.size for p in params)
+    )
+
+
+def print_trainable_parameters(model: Module) -> None:
+    print(count_parameters(model))

@@ -166,25 +166,36 @@ def max(a: Tensor, axis=None, keepdims: bool = False) -> Tensor:
 
 
 def reshape(a: Tensor, shape) -> Tensor:
-    shape = (shape,) if isinstance(shape, int) else tuple(shape)
+    shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
     try:
         out = a.data.reshape(shape)
-    except ValueError:
+    except (ValueError, TypeError):
         raise ValueError(
-            f"reshape: cannot reshape {a.shape} ({a.size} elements) into {shape}"
+            f"reshape: cannot reshape {a.shape} ({a.size} elements) into {shape}; expected "
+            "integer sizes whose product is the element count (one of them may be -1)"
         ) from None
     return make_result(out, (a,), lambda g: (g.reshape(a.shape),), "reshape")
 
 
 def transpose(a: Tensor, axis1: int = -2, axis2: int = -1) -> Tensor:
+    for name, axis in (("axis1", axis1), ("axis2", axis2)):
+        if not isinstance(axis, (int, np.integer)) or not -a.ndim <= axis < a.ndim:
+            raise ValueError(
+                f"transpose: {name}={axis!r} is out of range for a tensor of shape {a.shape}; "
+                f"expected an integer in [{-a.ndim}, {a.ndim})"
+            )
     out = a.data.swapaxes(axis1, axis2)
     return make_result(out, (a,), lambda g: (g.swapaxes(axis1, axis2),), "transpose")
 
 
 def permute(a: Tensor, axes) -> Tensor:
-    axes = tuple(axes)
-    if sorted(ax % builtins.max(a.ndim, 1) for ax in axes) != list(range(a.ndim)):
-        raise ValueError(f"permute: axes {axes} are not a permutation of {a.ndim} dims")
+    axes = (axes,) if isinstance(axes, (int, np.integer)) else tuple(axes)  # a.permute(0) on 1-D
+    in_range = all(isinstance(ax, (int, np.integer)) and -a.ndim <= ax < a.ndim for ax in axes)
+    if not in_range or sorted(ax % a.ndim for ax in axes) != list(range(a.ndim)):
+        raise ValueError(
+            f"permute: axes {axes} are not a permutation of the {a.ndim} axes of a tensor of "
+            f"shape {a.shape}; expected each of 0..{a.ndim - 1} once (negative counts from the end)"
+        )
     inverse = tuple(np.argsort([ax % a.ndim for ax in axes]))
     out = a.data.transpose(axes)
     return make_result(out, (a,), lambda g: (g.transpose(inverse),), "permute")
@@ -205,7 +216,10 @@ def _is_advanced(index) -> bool:
 def getitem(a: Tensor, index) -> Tensor:
     """a[index] for integers, slices and integer arrays; repeated indices add up."""
     index = _plain_index(index)
-    out = a.data[index]
+    try:
+        out = a.data[index]
+    except IndexError as err:  # name the op, the index and the shape, not just NumPy's words
+        raise IndexError(f"getitem: index {index!r} does not fit shape {a.shape}: {err}") from None
 
     def backward(g):
         xp = backend.get_array_module(g)

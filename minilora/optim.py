@@ -6,14 +6,35 @@ of LoRA's memory saving (paper, section 4.2: "we do not need to calculate the
 gradients or maintain the optimizer states for most parameters").
 
 Updates are written in place into the parameters' arrays (the engine owns
-them), so a step allocates little.
+them), so a step allocates little. Hyperparameters are checked when the
+optimizer is made (and lr at every ``set_lr``): lr and weight decay finite and
+>= 0 (lr 0 is allowed: the end of a cosine schedule decaying to 0), betas and
+momentum in [0, 1), eps finite and > 0.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 
 from minilora import backend
+
+# What each hyperparameter may be: anything else is refused by name at construction
+# (a negative lr climbs the loss, a NaN one turns every weight into NaN, beta >= 1 never forgets).
+_RULES = {
+    "lr": (lambda v: 0 <= v < math.inf, "a finite number >= 0"),
+    "momentum": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "weight_decay": (lambda v: 0 <= v < math.inf, "a finite number >= 0"),
+    "eps": (lambda v: 0 < v < math.inf, "a finite number > 0"),
+    "beta": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
+}
+
+
+def check_hyperparameter(owner: str, name: str, value) -> None:
+    """Raise ValueError naming ``name`` and ``value`` unless the value is allowed."""
+    ok, expected = _RULES["beta" if name.startswith("betas") else name]
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not ok(value):
+        raise ValueError(f"{owner}: {name}={value!r}; expected {expected}")
 
 
 def _param_groups(params, defaults: dict) -> list[dict]:
@@ -32,6 +53,18 @@ def _param_groups(params, defaults: dict) -> list[dict]:
 class Optimizer:
     def __init__(self, params, defaults: dict):
         self.param_groups = _param_groups(params, defaults)
+        several = len(self.param_groups) > 1
+        for i, group in enumerate(self.param_groups):
+            owner = type(self).__name__ + (f" (param group {i})" if several else "")
+            for name in defaults:
+                if name != "betas":
+                    check_hyperparameter(owner, name, group[name])
+                    continue
+                betas = group[name]
+                if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+                    raise ValueError(f"{owner}: betas={betas!r}; expected a pair (beta1, beta2)")
+                for j, beta in enumerate(betas):
+                    check_hyperparameter(owner, f"betas[{j}]", beta)
         self.state: dict[int, dict] = {}  # id(param) -> its state arrays
         self.step_count = 0
 
@@ -40,6 +73,7 @@ class Optimizer:
         return [p for g in self.param_groups for p in g["params"]]
 
     def set_lr(self, lr: float) -> None:
+        check_hyperparameter(f"{type(self).__name__}.set_lr", "lr", lr)
         for group in self.param_groups:
             group["lr"] = lr
 

@@ -55,7 +55,8 @@ class Tensor:
     """An n-dimensional array that can remember how it was computed.
 
     Args:
-        data: an array, a nested list or a number.
+        data: an array, a nested list or a number: bool, integer or floating
+            point (strings, objects and complex numbers raise TypeError).
         requires_grad: whether ``backward`` should compute ``.grad`` for it
             (floating dtypes only).
         dtype: numpy dtype; Python numbers and lists default to float32,
@@ -69,7 +70,20 @@ class Tensor:
     def __init__(self, data, requires_grad=False, dtype=None, device=None):
         if isinstance(data, Tensor):
             data = data.data
-        if isinstance(data, np.ndarray) or backend.get_array_module_or_none(data) is not None:
+        is_array = backend.get_array_module_or_none(data) is not None  # NumPy or CuPy
+        try:  # the engine computes with real numbers: no strings, objects or complex
+            given = data.dtype if is_array else np.asarray(data).dtype
+        except ValueError as err:  # ragged nested lists
+            raise ValueError(
+                f"Tensor: data {repr(data)[:60]} is not a rectangular array of numbers ({err})"
+            ) from None
+        for what, dt in (("data " + repr(data)[:60], given), (f"dtype={dtype!r}", dtype)):
+            if dt is not None and np.dtype(dt).kind not in "biuf":
+                raise TypeError(
+                    f"Tensor: {what} has dtype {np.dtype(dt)}, which is not numeric; expected "
+                    "bool, integer or floating-point numbers"
+                )
+        if is_array:
             array = data if dtype is None else data.astype(dtype, copy=False)
             if device is not None:
                 array = backend.to_device(array, device)

@@ -168,6 +168,11 @@ class GPT(Module):
         (see ``generate``); training never needs them.
         """
         idx = idx.data if isinstance(idx, Tensor) else idx
+        if getattr(idx, "ndim", None) != 2:
+            raise ValueError(
+                f"GPT: idx has shape {getattr(idx, 'shape', type(idx).__name__)}; expected token "
+                "ids of shape (batch, time), e.g. ids[None, :] for one sequence"
+            )
         B, T = idx.shape
         start = 0 if cache is None else cache.length
         if start + T > self.config.block_size:
@@ -190,18 +195,26 @@ class GPT(Module):
         """Continue each row of ``idx`` (B, T) by ``max_new_tokens`` sampled tokens.
 
         temperature 0 means greedy (argmax). ``top_k`` keeps only the k most
-        likely tokens. Returns a NumPy array (B, T + max_new_tokens).
+        likely tokens. Returns a NumPy array (B, T + max_new_tokens). A negative
+        length, a negative or NaN temperature, top_k < 1 or an empty prompt raise.
         Uses a key/value cache, so each new token costs one position's work while
         the text fits the context; beyond ``block_size`` tokens the model sees
         the last ``block_size`` of them (a sliding window, recomputed per token),
         since it was never trained on longer inputs or later positions.
         """
+        check_sampling(max_new_tokens, temperature, top_k)
+        idx = idx.data if isinstance(idx, Tensor) else idx  # an array's .data is not its values
+        out = np.array(backend.to_numpy(idx), dtype=np.int64)
+        if out.ndim == 1:
+            out = out[None, :]
+        if out.ndim != 2 or out.shape[1] == 0:
+            raise ValueError(
+                f"generate: idx has shape {out.shape}; expected at least one token per row, "
+                "shape (T,) or (batch, T) with T >= 1 (an empty prompt has nothing to continue)"
+            )
         was_training = self.training
         self.eval()
         rng = np.random.default_rng(seed)
-        out = np.array(backend.to_numpy(getattr(idx, "data", idx)), dtype=np.int64)
-        if out.ndim == 1:
-            out = out[None, :]
         block = self.config.block_size
         cache = KVCache(self.config.n_layer)
         step_input = out[:, -block:]
@@ -218,9 +231,25 @@ class GPT(Module):
         return out
 
 
+def check_sampling(max_new_tokens, temperature, top_k) -> None:
+    """Refuse what would silently do nothing or sample nonsense (negative lengths, NaN, ...)."""
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)):
+        raise TypeError(f"generate: max_new_tokens={max_new_tokens!r}; expected an integer >= 0")
+    if max_new_tokens < 0:
+        raise ValueError(f"generate: max_new_tokens={max_new_tokens!r}; expected an integer >= 0")
+    if not (isinstance(temperature, (int, float, np.number)) and 0 <= temperature < math.inf):
+        raise ValueError(
+            f"generate: temperature={temperature!r}; expected a finite number >= 0 (0 is greedy)"
+        )
+    if top_k is not None and (
+        isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1
+    ):
+        raise ValueError(f"generate: top_k={top_k!r}; expected None or an integer >= 1")
+
+
 def sample_next(logits: np.ndarray, temperature: float, top_k, rng) -> np.ndarray:
     """One token id per row of (B, vocab) logits: argmax, or a draw from softmax(logits / T)."""
-    if temperature < 0:
+    if not temperature >= 0:  # also NaN
         raise ValueError(f"temperature={temperature}: expected a value >= 0")
     if temperature == 0:
         return logits.argmax(axis=-1)

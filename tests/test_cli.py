@@ -79,8 +79,9 @@ def test_generate_goes_past_the_context_and_refuses_a_negative_length(tiny_check
     assert main([*args, "--length", str(2 * block), "--temperature", "0"]) == 0
     text = capsys.readouterr().out[:-1]  # print's newline (the text may end in its own)
     assert text.startswith("def ") and len(text) == 4 + 2 * block
-    with pytest.raises(SystemExit, match="--length -1"):
+    with pytest.raises(SystemExit, match="--length: got '-1'") as exit_info:
         main([*args, "--length", "-1"])
+    assert exit_info.value.code == 2
 
 
 def test_finetune_then_merge_then_generate(tiny_checkpoint, tmp_path, capsys):
@@ -143,7 +144,7 @@ def test_finetune_then_merge_then_generate(tiny_checkpoint, tmp_path, capsys):
 
 
 def test_finetune_rejects_a_target_that_matches_nothing(tiny_checkpoint, tmp_path):
-    with pytest.raises(ValueError, match="match no Linear"):
+    with pytest.raises(SystemExit, match="--targets nope: .*match no Linear") as exit_info:
         main(
             [
                 "finetune",
@@ -158,3 +159,5 @@ def test_finetune_rejects_a_target_that_matches_nothing(tiny_checkpoint, tmp_pat
                 "--quiet",
             ]
         )
+    assert exit_info.value.code == 1
+    assert not (tmp_path / "a").exists()  # refused before anything was written

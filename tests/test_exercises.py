@@ -285,3 +285,39 @@ def test_engine_reproduces_golden_vectors_on_numpy():
 @pytest.mark.gpu
 def test_engine_reproduces_golden_vectors_on_cupy():
     _assert_reproduced("cuda")
+
+
+class _DeviceArray(np.ndarray):
+    """A NumPy array whose ``.data`` is not its values, as a CuPy array's (a MemoryPointer) is."""
+
+    @property
+    def data(self):
+        return object()
+
+
+@pytest.mark.parametrize(
+    "value",
+    [np.arange(3.0), np.arange(3.0).view(_DeviceArray)],
+    ids=["numpy-array", "array-whose-data-is-a-pointer"],
+)
+def test_golden_and_exercise_helpers_take_an_array_as_it_is(value):
+    # the CuPy failure of test_engine_reproduces_golden_vectors_on_cupy, on the CPU: an array
+    # (already the values) must not be unwrapped through its .data
+    from minilora.creation import tensor
+    from minilora.teach.golden_cases import _np
+
+    for got in (_np(value), _np(tensor(np.arange(3.0))), E._host(value)):
+        assert isinstance(got, np.ndarray)
+        np.testing.assert_array_equal(got, [0.0, 1.0, 2.0])
+
+
+def test_engine_entry_points_take_an_array_whose_data_is_a_pointer():
+    # the same pattern elsewhere: load_state_dict's values and generate's prompt
+    from minilora.transformer import GPT, GPTConfig
+
+    model = GPT(GPTConfig(vocab_size=7, block_size=8, n_layer=1, n_head=2, d_model=8))
+    state = {k: np.full(v.shape, 0.5).view(_DeviceArray) for k, v in model.state_dict().items()}
+    model.load_state_dict(state)
+    assert all(np.all(v == 0.5) for v in model.state_dict().values())
+    out = model.generate(np.array([1, 2]).view(_DeviceArray), 2, temperature=0)
+    assert out.shape == (1, 4) and out[0, :2].tolist() == [1, 2]

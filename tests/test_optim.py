@@ -70,8 +70,9 @@ def test_adamw_matches_reference(lr, betas, eps, wd):
 
 def test_adamw_first_step_moves_each_element_by_lr():
     # m_hat / sqrt(v_hat) = g / |g| at t = 1: every element moves by lr against its gradient
+    # (eps must be > 0; 1e-300 is far below float64's resolution next to these |g|)
     p = Parameter(np.array([1.0, -2.0, 3.0]))
-    opt = AdamW([p], lr=0.01, eps=0.0, weight_decay=0.0)
+    opt = AdamW([p], lr=0.01, eps=1e-300, weight_decay=0.0)
     p.grad = np.array([5.0, -0.001, 0.2])
     opt.step()
     np.testing.assert_allclose(p.data, [0.99, -1.99, 2.99], rtol=1e-14)

@@ -18,6 +18,7 @@ the top: the tables' modules are imported when they run.
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import time
 from pathlib import Path
@@ -83,18 +84,34 @@ def reproduce(names, budget: str = "quick", out_dir=DEFAULT_OUT, progress: bool 
 
 def _handle(args, command) -> int:
     started = time.perf_counter()
-    try:
-        paths = reproduce(args.names, args.budget, args.out, progress=not args.no_progress)
-    except (ValueError, RuntimeError) as err:
-        raise SystemExit(f"minilora reproduce: {err}") from None
+    paths = reproduce(args.names, args.budget, args.out, progress=not args.no_progress)
     for name, path in paths.items():
         print(f"{name}: {path}")
     print(f"`{command}` took {time.perf_counter() - started:.0f} s")
     return 0
 
 
+def _name(text: str) -> str:
+    """argparse type: one reproduction name (an unknown one is a usage error naming the valid)."""
+    try:
+        resolve([text])
+    except ValueError as err:  # unknown reproduction 'x'; valid names: ...
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
+
+
+def _budget(text: str) -> str:
+    if text not in BUDGETS:
+        raise argparse.ArgumentTypeError(
+            f"unknown budget {text!r}; valid budgets: {', '.join(BUDGETS)}"
+        )
+    return text
+
+
 def add_cli(subparsers) -> dict:
     """Add ``minilora reproduce``; return {"reproduce": handler(args, command)}."""
+    from minilora.work.command import outputs
+
     p = subparsers.add_parser(
         "reproduce",
         help="reproduce the paper's tables and figures at toy scale",
@@ -103,15 +120,19 @@ def add_cli(subparsers) -> dict:
         "training runs are cached in OUT/cache, so a re-run computes only what is missing. "
         f"Names: {', '.join(NAMES)}.",
     )
-    p.add_argument("names", nargs="+", metavar="NAME", help=f"one or more of: {', '.join(NAMES)}")
+    p.add_argument(
+        "names", nargs="+", type=_name, metavar="NAME", help=f"one or more of: {', '.join(NAMES)}"
+    )
     p.add_argument(
         "--budget",
+        type=_budget,
         default="quick",
         help="quick: a smoke test of every run in a few minutes (the numbers mean nothing); "
         "full: the published tables (about an hour on 2 CPU cores). Default: quick",
     )
     p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help=f"default: {DEFAULT_OUT}")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    outputs(p, ("out", "--out", "dir"))
     return {"reproduce": _handle}
 
 

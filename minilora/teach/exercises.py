@@ -59,13 +59,26 @@ def _diagnose(got: np.ndarray, want: np.ndarray) -> str:
     return ""
 
 
+def _host(x):
+    """A Tensor's or a CuPy array's values on the CPU; anything else as it is.
+
+    Only a Tensor is unwrapped: an array's own ``.data`` is a buffer, not its values.
+    """
+    from minilora import backend
+    from minilora.tensor import Tensor
+
+    x = x.data if isinstance(x, Tensor) else x
+    return backend.to_numpy(x) if backend.get_array_module_or_none(x) is not None else x
+
+
 def _compare(function: str, output: str, got, want, hint: str = "", rtol=1e-7, atol=1e-9):
     """Raise ExerciseError unless ``got`` matches ``want``; the message names the fault."""
     want = np.asarray(want, dtype=np.float64)
     if got is None:
         raise ExerciseError(f"{function}: {output} is None: did you forget to return it?")
     try:
-        got = np.asarray(getattr(got, "data", got), dtype=np.float64)
+        got = _host(got)
+        got = np.asarray(got, dtype=np.float64)
     except (TypeError, ValueError) as err:
         raise ExerciseError(f"{function}: {output} is not an array of numbers ({err})") from None
     hint = f"\nHint: {hint}" if hint else ""

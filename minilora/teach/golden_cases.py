@@ -80,9 +80,15 @@ def _t(x, device, grad=False):
 
 
 def _np(x):
-    from minilora.backend import to_numpy
+    """A Tensor's or an array's values as a NumPy array.
 
-    return to_numpy(getattr(x, "data", x))
+    Only a Tensor is unwrapped: arrays have a ``.data`` too (NumPy's is a
+    memoryview, CuPy's a MemoryPointer), which is not the values.
+    """
+    from minilora.backend import to_numpy
+    from minilora.tensor import Tensor
+
+    return to_numpy(x.data if isinstance(x, Tensor) else x)
 
 
 # ---- the cases: each reference is minilora's engine, on any device ---------------------------

@@ -46,7 +46,12 @@ def strip_source(source: str) -> str:
 
 def strip_notebook(notebook, out) -> int:
     """Write the student version of ``notebook`` to ``out``; return the number of regions."""
-    nb = json.loads(Path(notebook).read_text())
+    try:
+        nb = json.loads(Path(notebook).read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{notebook}: not a Jupyter notebook (not valid JSON: {err})") from None
+    if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list):
+        raise ValueError(f"{notebook}: not a Jupyter notebook (expected a JSON object with cells)")
     regions = 0
     for cell in nb["cells"]:
         source = cell["source"]
@@ -98,7 +103,10 @@ def execute_notebook(path, out=None, timeout: int = 600, allow_errors: bool = Fa
 
 
 def _strip(args, command):
-    n = strip_notebook(args.notebook, args.out)
+    from minilora.work.command import about
+
+    with about("NOTEBOOK", args.notebook):
+        n = strip_notebook(args.notebook, args.out)
     print(f"{args.out}: {n} solution regions replaced by {STUB}")
 
 
@@ -111,23 +119,34 @@ def _golden(args, command):
 
 def _execute(args, command):
     for path in args.notebooks:
-        _, seconds = execute_notebook(path, path, timeout=args.timeout)
+        try:
+            _, seconds = execute_notebook(path, path, timeout=args.timeout)
+        except Exception as err:
+            if type(err).__name__ != "CellExecutionError":  # nbclient's: a cell raised
+                raise
+            raise RuntimeError(
+                f"{path}: a cell raised {getattr(err, 'ename', '?')}: {getattr(err, 'evalue', '')}"
+            ) from err
         print(f"{path}: executed in {seconds:.1f} s, outputs written back")
 
 
 def add_cli(subparsers) -> dict:
     """Add ``exercises {strip,golden,execute}`` to the CLI; return {"exercises": handler}."""
+    from minilora.work.command import integer, outputs
+
     p = subparsers.add_parser("exercises", help="course tools: strip solutions, golden vectors")
     sub = p.add_subparsers(dest="exercises_command", required=True)
     s = sub.add_parser("strip", help="write the student version of a notebook")
     s.add_argument("notebook")
     s.add_argument("out")
     s.set_defaults(exercises_handler=_strip)
+    outputs(s, ("out", "OUT", "file"))
     g = sub.add_parser("golden", help="write the golden vectors (safetensors + manifest.json)")
     g.add_argument("out_dir")
     g.set_defaults(exercises_handler=_golden)
+    outputs(g, ("out_dir", "OUT_DIR", "dir"))
     e = sub.add_parser("execute", help="run notebooks in a clean kernel, keep their outputs")
     e.add_argument("notebooks", nargs="+")
-    e.add_argument("--timeout", type=int, default=600, help="seconds per cell (default 600)")
+    e.add_argument("--timeout", type=integer(1), default=600, help="seconds per cell (default 600)")
     e.set_defaults(exercises_handler=_execute)
     return {"exercises": lambda args, command: args.exercises_handler(args, command)}
