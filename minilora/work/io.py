@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from minilora import backend
+from minilora.tensor import Tensor
 from minilora.work.files import CheckpointError, atomic_directory, write_atomic
 
 __all__ = [
@@ -59,11 +60,12 @@ def read_json(path) -> dict:
 
 
 def save_arrays(path, arrays: dict, metadata: dict | None = None) -> None:
-    """Save name -> array (NumPy or CuPy) as a safetensors file, atomically."""
+    """Save name -> array (NumPy or CuPy, or a Tensor) as a safetensors file, atomically."""
     from safetensors.numpy import save
 
-    plain = {
-        k: np.ascontiguousarray(backend.to_numpy(getattr(v, "data", v))) for k, v in arrays.items()
+    plain = {  # a Tensor's values are its .data; an array's .data is its raw buffer
+        k: np.ascontiguousarray(backend.to_numpy(v.data if isinstance(v, Tensor) else v))
+        for k, v in arrays.items()
     }
     meta = {k: str(v) for k, v in (metadata or {}).items()}
     write_atomic(path, save(plain, metadata=meta or None))
