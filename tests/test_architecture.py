@@ -239,3 +239,34 @@ def test_a_deliberately_wrong_import_is_caught(module, line, expected):
     assert not violations(sources)
     problems = violations(_with(sources, module, line))
     assert any(expected in p for p in problems), problems
+
+
+# ---- the README's tree is the package's ------------------------------------------------
+
+
+def readme_tree() -> dict[str, set[str]]:
+    """{folder: file names} from the README's Layout block ('' is the top of the package)."""
+    readme = (PACKAGE.parent / "README.md").read_text()
+    block = readme.split("## Layout", 1)[1].split("```", 2)[1]
+    tree: dict[str, set[str]] = {"": set()}
+    for line in block.splitlines():
+        words = line.split()
+        if not line.startswith("  ") or not words:
+            continue
+        if words[0].endswith("/"):
+            tree[words[0].rstrip("/")] = {w for w in words[1:] if w.endswith(".py")}
+        elif words[0].endswith(".py"):
+            tree[""].add(words[0])
+    return tree
+
+
+def test_the_readme_tree_matches_the_package():
+    tree = readme_tree()
+    for folder, listed in tree.items():
+        actual = {p.name for p in (PACKAGE / folder).glob("*.py")} - {"__init__.py"}
+        assert listed == actual, (
+            f"README's Layout block, minilora/{folder}: missing {sorted(actual - listed)}, "
+            f"not in the package {sorted(listed - actual)}"
+        )
+    folders = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()}
+    assert folders == set(tree) - {""}
