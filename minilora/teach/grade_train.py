@@ -193,7 +193,7 @@ def check_short_finetune_learns():
     if not result.best_val_loss < 0.6 * start:
         fail(
             f"40 steps of fine-tuning took the loss from {start:.3f} to "
-            f"{result.best_val_loss:.3f}; it should fall by 40% at least (the reference: 3.38 to 1.28)"
+            f"{result.best_val_loss:.3f}; it should fall by 40% at least (reference: 3.38 to 1.28)"
         )
 
 
