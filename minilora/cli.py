@@ -369,7 +369,12 @@ def _import_hf(args, command):
 
 # Sub-commands that live beside the code they run: each module's add_cli(subparsers) adds its
 # parsers and returns {name: handler(args, command)}.
-COMMAND_MODULES = ("minilora.paper.reproduce", "minilora.teach.exercises", "minilora.teach.student")
+COMMAND_MODULES = (
+    "minilora.paper.reproduce",
+    "minilora.teach.exercises",
+    "minilora.teach.student",
+    "minilora.teach.grade",
+)
 
 COMMANDS = {
     "demo": _demo,

@@ -182,3 +182,20 @@ def grade_command(args) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
     return 0
+
+
+def add_cli(subparsers) -> dict:
+    """Add ``minilora grade STUDENT_DIR [--part P,...] [--json FILE] [--timeout S]``."""
+    from minilora.work.command import integer, names
+
+    g = subparsers.add_parser(
+        "grade",
+        help="grade a student package part by part",
+        description="Run the project's proofs against the minilora package in STUDENT_DIR "
+        "(the folder that holds minilora/), one part at a time; print a score per part.",
+    )
+    g.add_argument("student_dir")
+    g.add_argument("--part", type=names, default=None, help="comma-separated parts (default all)")
+    g.add_argument("--json", default=None, help="also write the scores to this JSON file")
+    g.add_argument("--timeout", type=integer(1), default=300, help="seconds per part (default 300)")
+    return {"grade": lambda args, command: grade_command(args)}

@@ -25,17 +25,17 @@ def shape_of(x) -> str:
     return "None" if x is None else str(tuple(np.shape(x)))
 
 
-def diagnose(got, want, what: str, faults=()) -> None:
+def diagnose(got, want, what: str, faults=(), rtol=1e-7, atol=1e-9) -> None:
     """Fail unless ``got`` equals ``want``; the message names the likely fault.
 
     ``faults``: (array a wrong answer would give, the fault's name), tried in order."""
     if got is None:
         fail(f"{what} is None; expected an array of shape {shape_of(want)}")
     got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
-    if close(got, want):
+    if close(got, want, rtol, atol):
         return
     for wrong, name in faults:
-        if close(got, wrong):
+        if close(got, wrong, rtol, atol):
             fail(f"{what}: {name}")
     if got.shape != want.shape:
         if got.shape == want.T.shape and close(got.T, want):

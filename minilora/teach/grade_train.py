@@ -1,4 +1,4 @@
-"""The grader's checks of fine-tuning and decoding: answer_mask, train_step, greedy.
+"""The grader's checks of training and decoding: answer_mask, train_step, mark_trainable, greedy.
 
 The answer-only loss is checked on a hand-made tokenizer (one id per character), where
 the right targets can be written down; the training step on a tiny GPT with LoRA, where a
@@ -197,6 +197,52 @@ def check_short_finetune_learns():
         )
 
 
+# ---- mark_trainable ----------------------------------------------------------------------
+
+
+def check_mark_only_a_and_b():
+    from minilora.lora import LoRAConfig, inject_lora, mark_only_lora_as_trainable
+
+    model = tiny_gpt()
+    inject_lora(model, LoRAConfig(r=2, alpha=4))
+    for p in model.parameters():
+        p.requires_grad_(True)
+    mark_only_lora_as_trainable(model)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    frozen_lora = [n for n, p in model.named_parameters() if ".lora_" in n and not p.requires_grad]
+    w0 = [n for n in trainable if "base_layer" in n]
+    others = [n for n in trainable if ".lora_" not in n]
+    if w0:
+        fail(f"W0 is still trainable ({w0[0]}): freeze everything but lora_A and lora_B")
+    if others:
+        fail(f"{len(others)} other parameters still train ({others[0]}, ...): freeze them")
+    if frozen_lora:
+        fail(f"{frozen_lora[0]} is frozen: A and B must train")
+    for bias, want in (("all", ".bias"), ("lora_only", "base_layer.bias")):
+        mark_only_lora_as_trainable(model, bias)
+        biases = sorted(
+            n for n, p in model.named_parameters() if p.requires_grad and n.endswith("bias")
+        )
+        expected = sorted(n for n, _ in model.named_parameters() if n.endswith(want))
+        if biases != expected:
+            fail(f"bias={bias!r}: trainable biases {biases[:2]}..., expected {expected[:2]}...")
+
+
+def check_frozen_get_no_gradient():
+    from minilora.lora import LoRAConfig, inject_lora
+
+    model, idx = tiny_gpt(), tokens()
+    inject_lora(model, LoRAConfig(r=2, alpha=4))
+    _, loss = model(idx[:, :-1], idx[:, 1:])
+    loss.backward()
+    for n, p in model.named_parameters():
+        if ".lora_" not in n and p.grad is not None:
+            fail(f"{n} is frozen but got a gradient: it must not require grad")
+    grads = [p.grad for n, p in model.named_parameters() if ".lora_B." in n]
+    if any(g is None for g in grads):
+        fail("lora_B got no gradient: A and B must require grad")
+
+
 # ---- greedy ---------------------------------------------------------------------------------
 
 
@@ -237,6 +283,10 @@ def check_generate_greedy():
 
 
 CHECKS = {
+    "mark_trainable": [
+        ("only A and B train (bias modes)", check_mark_only_a_and_b, ""),
+        ("frozen weights get no gradient", check_frozen_get_no_gradient, ""),
+    ],
     "answer_mask": [
         ("targets on the answer tokens only", check_answer_targets, "y[p-1 : n-1] = ids[p:]"),
         ("prompt tokens add nothing to the loss", check_prompt_contributes_nothing, ""),

@@ -292,8 +292,8 @@ def _order(item):
 
 
 def add_cli(subparsers) -> dict:
-    """Add ``minilora course make OUT_DIR`` and ``minilora grade STUDENT_DIR``."""
-    from minilora.work.command import integer, names, outputs
+    """Add ``minilora course make OUT_DIR`` (``minilora grade``: teach/grade.py)."""
+    from minilora.work.command import outputs
 
     p = subparsers.add_parser("course", help="course kit: write the student package")
     sub = p.add_subparsers(dest="course_command", required=True)
@@ -305,17 +305,7 @@ def add_cli(subparsers) -> dict:
     )
     m.add_argument("out_dir")
     outputs(m, ("out_dir", "OUT_DIR", "dir"))
-    g = subparsers.add_parser(
-        "grade",
-        help="grade a student package part by part",
-        description="Run the project's proofs against the minilora package in STUDENT_DIR "
-        "(the folder that holds minilora/), one part at a time; print a score per part.",
-    )
-    g.add_argument("student_dir")
-    g.add_argument("--part", type=names, default=None, help="comma-separated parts (default all)")
-    g.add_argument("--json", default=None, help="also write the scores to this JSON file")
-    g.add_argument("--timeout", type=integer(1), default=300, help="seconds per part (default 300)")
-    return {"course": _make, "grade": _grade}
+    return {"course": _make}
 
 
 def _make(args, command):
@@ -323,9 +313,3 @@ def _make(args, command):
     print(f"{args.out_dir}: student package with {len(parts)} parts to write")
     for part, files in sorted(parts.items(), key=_order):
         print(f"  {part:16s} minilora/{', minilora/'.join(files)}")
-
-
-def _grade(args, command):
-    from minilora.teach.grade import grade_command
-
-    return grade_command(args)
