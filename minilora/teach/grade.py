@@ -153,9 +153,11 @@ def grade(student_dir, parts=None, timeout: float = 300, progress=None) -> dict:
 def format_part(part: str, result: dict) -> str:
     mark = "ok " if result["score"] == result["max"] else "   "
     lines = [f"{mark}{part:16s} {result['score']:2d}/{result['max']:<2d} ({result['seconds']} s)"]
-    for check in result["checks"]:
-        if not check["passed"]:
-            lines.append(f"      - {check['name']}: {check['message']}")
+    failed = [c for c in result["checks"] if not c["passed"]]
+    if len(failed) > 1 and len({c["message"] for c in failed}) == 1:  # e.g. not written yet
+        lines.append(f"      - every check: {failed[0]['message']}")
+    else:
+        lines += [f"      - {c['name']}: {c['message']}" for c in failed]
     lines += [f"      note: {n}" for n in result["notes"]]
     return "\n".join(lines)
 
