@@ -179,11 +179,15 @@ def describe(device: str) -> str:
 # Ops whose fastest form hides their formula (in-place buffers, fused kernels) are
 # written twice: the plain version as the math reads, and a fast version beside
 # it that the tests hold equal to the plain one. This switch picks which runs.
-_fast_paths = os.environ.get("MINILORA_FAST_PATHS", "1") != "0"
+# The student package (``minilora course make``) writes "0" here: the plain code students write
+# is what runs, never a fast path that would bypass it.
+FAST_PATHS_DEFAULT = "1"
+_fast_paths = os.environ.get("MINILORA_FAST_PATHS", FAST_PATHS_DEFAULT) != "0"
 
 
 def fast_paths_enabled() -> bool:
-    """True when ops take their fast path (the default; MINILORA_FAST_PATHS=0 turns it off)."""
+    """True when ops take their fast path (the default, except in the student package;
+    MINILORA_FAST_PATHS=0 turns it off, =1 on)."""
     return _fast_paths
 
 

@@ -69,11 +69,13 @@ def unbroadcast(grad, shape: tuple):
     Broadcasting copies an input along new leading axes and along its size-1
     axes; the chain rule adds up the gradient of every copy.
     """
+    # BEGIN STUDENT: unbroadcast
     if grad.shape == shape:
         return grad
     lead = grad.ndim - len(shape)
     stretched = tuple(lead + i for i, n in enumerate(shape) if n == 1 and grad.shape[lead + i] != 1)
     return grad.sum(axis=tuple(range(lead)) + stretched, keepdims=True).reshape(shape)
+    # END STUDENT: unbroadcast
 
 
 # ---- add ----------------------------------------------------------------------------

@@ -187,7 +187,8 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     debug = args.debug or os.environ.get("MINILORA_DEBUG", "").strip() not in ("", "0")
-    prog = " ".join(["minilora", args.command, getattr(args, "exercises_command", None) or ""])
+    sub_command = getattr(args, "exercises_command", None) or getattr(args, "course_command", None)
+    prog = " ".join(["minilora", args.command, sub_command or ""])
     prog = prog.strip()
     command = "minilora " + " ".join(shlex.quote(a) for a in argv)
 
@@ -368,7 +369,12 @@ def _import_hf(args, command):
 
 # Sub-commands that live beside the code they run: each module's add_cli(subparsers) adds its
 # parsers and returns {name: handler(args, command)}.
-COMMAND_MODULES = ("minilora.paper.reproduce", "minilora.teach.exercises")
+COMMAND_MODULES = (
+    "minilora.paper.reproduce",
+    "minilora.teach.exercises",
+    "minilora.teach.student",
+    "minilora.teach.grade",
+)
 
 COMMANDS = {
     "demo": _demo,

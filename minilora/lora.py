@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from minilora import backend
 from minilora import functional as F
 from minilora.creation import default_generator
+from minilora.lora_config import BIAS_MODES, INITS, LoRAConfig  # noqa: F401
 from minilora.lora_fused import lora_linear
 from minilora.nn import (  # noqa: F401
     Linear,
@@ -37,59 +37,6 @@ from minilora.nn import (  # noqa: F401
     print_trainable_parameters,
 )
 from minilora.tensor import Tensor, is_grad_enabled, no_grad
-
-INITS = ("kaiming", "gaussian")
-BIAS_MODES = ("none", "all", "lora_only")
-
-
-@dataclass
-class LoRAConfig:
-    """What to adapt and how.
-
-    r: the rank of dW. alpha: dW is scaled by alpha / r (alpha / sqrt(r) with
-    ``use_rslora``, rsLoRA's choice that keeps large ranks learning).
-    dropout: dropout on the adapter's input. target_modules: names (or dotted
-    name suffixes) of the Linear layers to adapt. init: "kaiming" (A ~
-    U(-1/sqrt(d_in), 1/sqrt(d_in)), as loralib and PEFT) or "gaussian" (A ~
-    N(0, 1/r^2), PEFT's Gaussian option; the paper says "random Gaussian").
-    bias: which biases train, "none", "all" or "lora_only".
-    """
-
-    r: int = 8
-    alpha: float = 16.0
-    dropout: float = 0.0
-    target_modules: tuple = ("q_proj", "v_proj")
-    init: str = "kaiming"
-    use_rslora: bool = False
-    bias: str = "none"
-    extra: dict = field(default_factory=dict)  # free-form, saved with the adapter
-
-    def __post_init__(self):
-        if isinstance(self.target_modules, str):
-            self.target_modules = (self.target_modules,)
-        self.target_modules = tuple(self.target_modules)
-        real = (int, float, np.integer, np.floating)
-        if isinstance(self.r, bool) or not isinstance(self.r, (int, np.integer)) or self.r < 1:
-            raise ValueError(f"LoRAConfig: r={self.r!r} must be an integer >= 1")
-        if not (isinstance(self.alpha, real) and 0 < self.alpha < math.inf):  # inf: NaN logits
-            raise ValueError(f"LoRAConfig: alpha={self.alpha!r} must be a finite number > 0")
-        if not (isinstance(self.dropout, real) and 0.0 <= self.dropout < 1.0):
-            raise ValueError(f"LoRAConfig: dropout={self.dropout!r} must be a number in [0, 1)")
-        if self.init not in INITS:
-            raise ValueError(f"LoRAConfig: init={self.init!r}; expected one of {INITS}")
-        if self.bias not in BIAS_MODES:
-            raise ValueError(f"LoRAConfig: bias={self.bias!r}; expected one of {BIAS_MODES}")
-        if not self.target_modules:
-            raise ValueError("LoRAConfig: target_modules is empty; name at least one Linear")
-
-    @property
-    def scaling(self) -> float:
-        return self.alpha / (math.sqrt(self.r) if self.use_rslora else self.r)
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["target_modules"] = list(self.target_modules)
-        return d
 
 
 class LoRALinear(Module):
@@ -130,15 +77,17 @@ class LoRALinear(Module):
             )
         rng = generator if generator is not None else default_generator()
         dtype = self.base_layer.weight.dtype
-        A = Linear(self.in_features, config.r, bias=False, dtype=dtype, generator=rng)
+        A = Linear(self.in_features, config.r, bias=False, dtype=dtype, generator=rng)  # (r, d_in)
+        B = Linear(config.r, self.out_features, bias=False, dtype=dtype)  # (d_out, r)
+        # BEGIN STUDENT: lora_init
         if config.init == "kaiming":  # U(-1/sqrt(d_in), 1/sqrt(d_in)), kaiming_uniform(a=sqrt(5))
             bound = 1.0 / math.sqrt(self.in_features)
             a = rng.uniform(-bound, bound, A.weight.shape)
         else:  # the paper's "random Gaussian", with PEFT's std 1/r
             a = rng.normal(0.0, 1.0 / config.r, A.weight.shape)
         A.weight.data = a.astype(dtype)
-        B = Linear(config.r, self.out_features, bias=False, dtype=dtype)
         B.weight.data = np.zeros_like(B.weight.data)  # B = 0, so dW = B A = 0 exactly
+        # END STUDENT: lora_init
         device = self.base_layer.weight.device
         self.lora_A[name], self.lora_B[name] = A.to(device), B.to(device)
         self.configs[name] = config
@@ -164,9 +113,11 @@ class LoRALinear(Module):
         """
         name = name or self.active_adapter
         A, B = self.lora_A[name].weight.data, self.lora_B[name].weight.data
+        # BEGIN STUDENT: merge
         if dtype is not None:
             return self.configs[name].scaling * (B.astype(dtype) @ A.astype(dtype))
         return (self.configs[name].scaling * (B @ A)).astype(self.base_layer.weight.dtype)
+        # END STUDENT: merge
 
     def forward(self, x: Tensor) -> Tensor:
         """h = W0 x + b + (alpha / r) B A dropout(x): the paper's Eq. 3 (section 4.1).
@@ -195,7 +146,9 @@ class LoRALinear(Module):
             return lora_linear(
                 x, base.weight, base.bias, A.weight, B.weight, scaling, p, self.training
             )
+        # BEGIN STUDENT: lora_forward
         return self.base_layer(x) + scaling * B(A(F.dropout(x, p, self.training)))
+        # END STUDENT: lora_forward
 
     @no_grad()
     def merge(self, check_only: bool = False) -> None:
@@ -205,7 +158,9 @@ class LoRALinear(Module):
         every layer before it changes any)."""
         if self.merged or self.active_adapter is None:
             return
+        # BEGIN STUDENT: merge
         merged = self.base_layer.weight.data + self.delta_weight()
+        # END STUDENT: merge
         if not bool(np.all(np.isfinite(backend.to_numpy(merged)))):
             raise FloatingPointError(
                 f"merging adapter {self.active_adapter!r} would put non-finite values in the "
@@ -221,9 +176,11 @@ class LoRALinear(Module):
         """W0 <- W - scaling * B A: the base weight back (to rounding)."""
         if not self.merged:
             return
+        # BEGIN STUDENT: unmerge
         self.base_layer.weight.data = self.base_layer.weight.data - self.delta_weight(
             self.merged_adapter
         )
+        # END STUDENT: unmerge
         self.merged_adapter = None
 
     def extra_repr(self):
@@ -257,8 +214,7 @@ def inject_lora(
         for n, m in model.named_modules()
         if isinstance(m, (Linear, LoRALinear)) and not n.startswith(wrapped)
     ]
-    chosen = [n for n in names if _matches(n, config.target_modules)]
-    unmatched = [t for t in config.target_modules if not any(_matches(n, [t]) for n in chosen)]
+    unmatched = [t for t in config.target_modules if not any(_matches(n, [t]) for n in names)]
     if unmatched:
         raise ValueError(
             f"inject_lora: target_modules {unmatched} match no Linear layer. "
@@ -266,11 +222,19 @@ def inject_lora(
             f"(full names like {names[:3]})"
         )
     before = snapshot(model)
+    # layers = {name: LoRALinear} for each Linear in `names` that a target matches (``_matches``),
+    # wrapped once (a LoRALinear already there is kept) and put in the model under its name.
+    # BEGIN STUDENT: inject_lora
+    chosen = [n for n in names if _matches(n, config.target_modules)]
+    layers = {}
     for name in chosen:
         layer = model.get_submodule(name)
         if not isinstance(layer, LoRALinear):
             layer = LoRALinear(layer)
             model.set_submodule(name, layer)
+        layers[name] = layer
+    # END STUDENT: inject_lora
+    for name, layer in layers.items():  # add the adapter to each wrapped layer
         try:
             layer.add_adapter(adapter_name, config, generator)
         except ValueError as err:
@@ -356,11 +320,13 @@ def mark_only_lora_as_trainable(model: Module, bias: str = "none") -> None:
             f"mark_only_lora_as_trainable: bias={bias!r}; expected one of {BIAS_MODES}"
         )
     lora_bias_names = {f"{n}.base_layer.bias" for n in lora_layers(model)}
+    # BEGIN STUDENT: mark_trainable
     for name, p in model.named_parameters():
         trainable = ".lora_A." in name or ".lora_B." in name
         if name.endswith("bias"):
             trainable = bias == "all" or (bias == "lora_only" and name in lora_bias_names)
         p.requires_grad_(trainable)
+    # END STUDENT: mark_trainable
 
 
 def _check_merge(layers: dict) -> None:

@@ -107,6 +107,7 @@ def matmul(a, b) -> Tensor:
     out = mm(a.data, b.data)
 
     def backward(g):
+        # BEGIN STUDENT: matmul_backward
         ga = gb = None
         if a.requires_grad:
             ga = unbroadcast(mm(g, b.data.swapaxes(-1, -2)), a.shape)
@@ -117,6 +118,7 @@ def matmul(a, b) -> Tensor:
             else:
                 gb = unbroadcast(mm(a.data.swapaxes(-1, -2), g), b.shape)
         return ga, gb
+        # END STUDENT: matmul_backward
 
     return make_result(out, (a, b), backward, "matmul")
 

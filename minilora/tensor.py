@@ -189,6 +189,7 @@ class Tensor:
                 raise ValueError(
                     f"backward(grad=...): grad has shape {grad.shape}, expected {self.shape}"
                 )
+        # BEGIN STUDENT: backward
         pending = {id(self): grad}  # gradients flowing into nodes not yet visited
         for node in reversed(_topological_order(self)):
             g = pending.pop(id(node), None)
@@ -212,6 +213,7 @@ class Tensor:
                 pending[key] = parent_grad if key not in pending else pending[key] + parent_grad
             if not retain_graph:
                 node._backward, node._parents = None, ()
+        # END STUDENT: backward
 
     # The operators (a + b, a @ b, a[i], a.sum(), ...) are the ops of ops.py, which binds
     # them to Tensor when it is imported (``import minilora`` does): the engine's import
@@ -224,6 +226,7 @@ def _topological_order(root: Tensor) -> list[Tensor]:
     Iterative depth-first search with an explicit stack, so a graph thousands
     of ops deep does not hit Python's recursion limit.
     """
+    # BEGIN STUDENT: topo_order
     order, seen = [], set()
     stack = [(root, False)]
     while stack:
@@ -237,6 +240,7 @@ def _topological_order(root: Tensor) -> list[Tensor]:
         stack.append((node, True))
         stack.extend((p, False) for p in node._parents if p.requires_grad and id(p) not in seen)
     return order
+    # END STUDENT: topo_order
 
 
 def make_result(data, parents: tuple, backward, op: str) -> Tensor:

@@ -251,8 +251,10 @@ def sample_next(logits: np.ndarray, temperature: float, top_k, rng) -> np.ndarra
     """One token id per row of (B, vocab) logits: argmax, or a draw from softmax(logits / T)."""
     if not temperature >= 0:  # also NaN
         raise ValueError(f"temperature={temperature}: expected a value >= 0")
-    if temperature == 0:
+    if temperature == 0:  # greedy: the most likely token of each row
+        # BEGIN STUDENT: greedy
         return logits.argmax(axis=-1)
+        # END STUDENT: greedy
     logits = logits.astype(np.float64) / temperature
     if top_k is not None:
         kth = np.sort(logits, axis=-1)[:, -min(int(top_k), logits.shape[-1])][:, None]

@@ -34,7 +34,7 @@ LAYERS = {
         "minilora.gradcheck",
     ],
     "model": ["minilora.nn", "minilora.transformer", "minilora.optim"],
-    "lora": ["minilora.lora", "minilora.lora_fused"],
+    "lora": ["minilora.lora", "minilora.lora_config", "minilora.lora_fused"],
     "work": ["minilora.work"],
     "interop": ["minilora.interop"],
     "paper": ["minilora.paper"],

@@ -362,8 +362,10 @@ def task_batch(
     x = np.zeros((len(encoded), width), dtype=np.int64)
     y = np.full((len(encoded), width), ignore_index, dtype=np.int64)
     for i, (ids, p) in enumerate(encoded):
+        # BEGIN STUDENT: answer_mask
         x[i, : len(ids) - 1] = ids[:-1]
         y[i, p - 1 : len(ids) - 1] = ids[p:]
+        # END STUDENT: answer_mask
     return x, y
 
 

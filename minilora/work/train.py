@@ -87,6 +87,29 @@ def estimate_loss(model, get_batch, batches: int, seed: int) -> float:
     return float(np.mean(losses))
 
 
+def train_step(model, optimizer, x, y, grad_clip: float = 1.0) -> float:
+    """One step on the batch (x, y): the loss, its gradient, one optimizer update.
+
+    ``model(x, y)`` returns (logits, loss), the loss averaged over the targets of ``y``
+    that are not -100 (only the answer tokens when fine-tuning, ``tasks.task_batch``).
+    Gradients accumulate in ``.grad``, so they are cleared before ``backward``; with
+    ``grad_clip`` > 0 their global norm is clipped to it. Returns the loss as a float;
+    a loss that is not finite changes nothing (the caller stops the training).
+    """
+    # BEGIN STUDENT: train_step
+    _, loss = model(x, y)
+    value = loss.item()
+    if not math.isfinite(value):
+        return value
+    optimizer.zero_grad()
+    loss.backward()
+    if grad_clip:
+        clip_grad_norm(optimizer.params, grad_clip)
+    optimizer.step()
+    return value
+    # END STUDENT: train_step
+
+
 def train(model, get_batch, config: TrainConfig, out_dir=None, save=None) -> TrainResult:
     """Train ``model`` on batches from ``get_batch(split, rng) -> (x, y)``.
 
@@ -126,15 +149,9 @@ def train(model, get_batch, config: TrainConfig, out_dir=None, save=None) -> Tra
             cosine_lr(step, config.lr, config.warmup, config.steps, config.lr * config.min_lr_ratio)
         )
         x, y = get_batch("train", rng)
-        _, loss = model(x, y)
-        value = loss.item()
+        value = train_step(model, optimizer, x, y, config.grad_clip)
         if not math.isfinite(value):
             raise diverged("training loss", value, step + 1)
-        optimizer.zero_grad()
-        loss.backward()
-        if config.grad_clip:
-            clip_grad_norm(optimizer.params, config.grad_clip)
-        optimizer.step()
         step_times.append(time.perf_counter() - t0)
         recent = (recent + [value])[-20:]
         tokens = int(np.prod(x.shape))

@@ -1,0 +1,315 @@
+"""The student package: minilora with its core left for students to write, from the real source.
+
+What students write is marked in the library's own code, so there is one source of truth:
+the lines between a comment line ``# BEGIN STUDENT: <part>`` and the comment line
+``# END STUDENT: <part>`` (e.g. ``lora_forward`` around Eq. 3 in ``LoRALinear.forward``).
+
+``minilora course make OUT_DIR`` copies the package to ``OUT_DIR/minilora`` and replaces
+every marked region by ``raise NotImplementedError("<part>: ...")`` at the marker's
+indentation, keeping the markers, the signatures, the docstrings and the comments around
+them. It writes ``OUT_DIR/README.md`` for students (the parts, in order, with the file and
+function of each and how to check them). In the copy the fast paths are off by default
+(``backend.FAST_PATHS_DEFAULT = "0"``), so the plain code that students write is what runs;
+the grader (``minilora.teach.grade*``) is left out of the copy, since its checks spell out
+the answers. Students put ``OUT_DIR`` first on ``PYTHONPATH`` (or ``pip install -e``
+a copy with the project's ``pyproject.toml``) and fill in the parts.
+
+``minilora grade OUT_DIR`` (``minilora.teach.grade``) grades what comes back, part by part.
+The notebooks for the same course: ``make_student_notebooks`` is the hook that
+``course make`` calls; it strips the notebooks of a checkout with ``minilora exercises
+strip`` (``notebook_tools.strip_notebook``) and does nothing where there are none.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent  # our minilora/
+MARKER = re.compile(r"^(?P<indent>[ \t]*)# (?P<kind>BEGIN|END) STUDENT: (?P<part>[a-z_]+)\s*$")
+FAST_DEFAULT = ('FAST_PATHS_DEFAULT = "1"', 'FAST_PATHS_DEFAULT = "0"')
+LEFT_OUT = ("grade*.py",)  # in teach/: the grader's checks would give the answers away
+
+# part id: (file, where, what to write). In the order a course meets them.
+PARTS = {
+    "topo_order": (
+        "tensor.py",
+        "_topological_order",
+        "every node the root depends on, each after all of its inputs, iteratively",
+    ),
+    "backward": (
+        "tensor.py",
+        "Tensor.backward",
+        "walk the nodes outputs-first, apply each _backward, accumulate the gradients",
+    ),
+    "unbroadcast": (
+        "broadcasting.py",
+        "unbroadcast",
+        "sum a gradient back to an input's shape (new leading axes, stretched size-1 axes)",
+    ),
+    "matmul_backward": ("ops.py", "matmul", "dL/da = G b^T and dL/db = a^T G, for batches too"),
+    "softmax": ("functional.py", "softmax", "the stable softmax along `axis` and its backward"),
+    "layer_norm": (
+        "functional.py",
+        "layer_norm_plain",
+        "layer norm over the last axis, forward and backward (x, weight, bias)",
+    ),
+    "lora_init": ("lora.py", "LoRALinear.add_adapter", "A random, B zero, so dW = B A = 0"),
+    "lora_forward": ("lora.py", "LoRALinear.forward", "Eq. 3: base(x) + (alpha/r) B A x"),
+    "merge": (
+        "lora.py",
+        "LoRALinear.delta_weight and .merge",
+        "dW = (alpha/r) B A and W = W0 + dW",
+    ),
+    "unmerge": ("lora.py", "LoRALinear.unmerge", "W0 = W - dW"),
+    "inject_lora": (
+        "lora.py",
+        "inject_lora",
+        "wrap every Linear that a target names in a LoRALinear",
+    ),
+    "mark_trainable": (
+        "lora.py",
+        "mark_only_lora_as_trainable",
+        "freeze everything but A and B (and the biases `bias` names)",
+    ),
+    "answer_mask": (
+        "work/tasks.py",
+        "task_batch",
+        "inputs and targets whose loss covers the answer tokens only",
+    ),
+    "train_step": (
+        "work/train.py",
+        "train_step",
+        "the loss, zero_grad, backward, clipping, one optimizer step",
+    ),
+    "greedy": ("transformer.py", "sample_next", "greedy decoding: the most likely token per row"),
+}
+
+
+class MarkerError(ValueError):
+    """Student markers that do not pair up."""
+
+
+def regions(source: str, where: str = "source") -> list[tuple[str, int, int, str]]:
+    """The marked regions of ``source``: (part, BEGIN line index, END line index, indent)."""
+    found, open_ = [], None
+    for i, line in enumerate(source.splitlines()):
+        m = MARKER.match(line)
+        if m is None:
+            continue
+        kind, part = m["kind"], m["part"]
+        if kind == "BEGIN":
+            if open_ is not None:
+                raise MarkerError(f"{where}:{i + 1}: BEGIN {part} inside region {open_[0]}")
+            open_ = (part, i, m["indent"])
+        else:
+            if open_ is None or open_[0] != part:
+                raise MarkerError(f"{where}:{i + 1}: END {part} without its BEGIN")
+            found.append((open_[0], open_[1], i, open_[2]))
+            open_ = None
+    if open_ is not None:
+        raise MarkerError(f"{where}:{open_[1] + 1}: BEGIN {open_[0]} without its END")
+    return found
+
+
+def stub(part: str) -> str:
+    what = PARTS.get(part, ("", "", "this part"))[2]
+    return f'raise NotImplementedError("{part}: write this part ({what})")'
+
+
+def _replace(source: str, bodies) -> str:
+    """``source`` with the body of its k-th region replaced by ``bodies(k, part, indent)``
+    (a list of lines, or None to keep it)."""
+    lines = source.splitlines(keepends=True)
+    out, last = [], 0
+    for k, (part, begin, end, indent) in enumerate(regions(source)):
+        new = bodies(k, part, indent)
+        if new is None:
+            continue
+        out += lines[last : begin + 1] + new
+        last = end
+    return "".join(out + lines[last:])
+
+
+def strip_source(source: str, parts=None) -> str:
+    """``source`` with each marked region (of ``parts``; all if None) replaced by its stub."""
+    return _replace(
+        source,
+        lambda k, part, indent: (
+            None if parts is not None and part not in parts else [f"{indent}{stub(part)}\n"]
+        ),
+    )
+
+
+def region_bodies(source: str) -> list[tuple[str, list[str]]]:
+    """(part, the lines between its markers) for each region of ``source``, in order."""
+    lines = source.splitlines(keepends=True)
+    return [(part, lines[b + 1 : e]) for part, b, e, _ in regions(source)]
+
+
+def transplant(target: str, reference: str, parts) -> tuple[str, list[str]]:
+    """``target`` with the regions of ``parts`` taken from ``reference`` (the same file).
+
+    Regions pair up by part and by their order in the file. Returns the new source and
+    the parts that could not be paired (markers missing or changed in ``target``)."""
+    ref = {}
+    for part, body in region_bodies(reference):
+        ref.setdefault(part, []).append(body)
+    seen: dict[str, int] = {}
+
+    def body(k, part, indent):
+        n = seen[part] = seen.get(part, -1) + 1
+        if part not in parts or n >= len(ref.get(part, [])):
+            return None
+        return ref[part][n]
+
+    new = _replace(target, body)
+    counts = {p: len(v) for p, v in ref.items() if p in parts}
+    missing = [p for p, n in counts.items() if seen.get(p, -1) + 1 != n]
+    return new, missing
+
+
+def package_sources(root: Path = PACKAGE) -> dict[str, str]:
+    """{path relative to the package: source} for every .py file under ``root``."""
+    return {
+        str(p.relative_to(root)): p.read_text()
+        for p in sorted(root.rglob("*.py"))
+        if "__pycache__" not in p.parts
+    }
+
+
+def marked_parts(root: Path = PACKAGE) -> dict[str, list[str]]:
+    """{part: the files (relative to the package) that mark it}."""
+    found: dict[str, list[str]] = {}
+    for rel, source in package_sources(root).items():
+        for part, *_ in regions(source, rel):
+            if rel not in found.setdefault(part, []):
+                found[part].append(rel)
+    return found
+
+
+def _ignore(directory, names):
+    left_out = {"__pycache__"}
+    if Path(directory).name == "teach":
+        left_out |= {n for n in names if any(Path(n).match(p) for p in LEFT_OUT)}
+    return left_out
+
+
+def make_student_package(out_dir, source: Path = PACKAGE) -> dict[str, list[str]]:
+    """Write the student package to ``out_dir/minilora`` and ``out_dir/README.md``.
+
+    Returns {part: files} of the parts left to write. ``out_dir/minilora`` must not exist yet
+    unless it is an earlier student package (which is replaced)."""
+    out_dir = Path(out_dir)
+    target = out_dir / "minilora"
+    if target.exists():
+        if not (target / "__init__.py").exists():
+            raise FileExistsError(f"{target} exists and is not a minilora package")
+        shutil.rmtree(target)
+    shutil.copytree(source, target, ignore=_ignore)
+    for rel, text in package_sources(target).items():
+        stripped = strip_source(text)
+        if rel == "backend.py":
+            if FAST_DEFAULT[0] not in stripped:
+                raise RuntimeError(f"backend.py has no line {FAST_DEFAULT[0]!r} to switch off")
+            stripped = stripped.replace(*FAST_DEFAULT)
+        if stripped != text:
+            (target / rel).write_text(stripped)
+    parts = marked_parts(source)
+    (out_dir / "README.md").write_text(student_readme(parts))
+    make_student_notebooks(out_dir)
+    return parts
+
+
+def make_student_notebooks(out_dir) -> list[Path]:
+    """The hook for the course's notebooks: strip each notebook of a checkout into
+    ``out_dir/notebooks`` (``minilora exercises strip``). Nothing where there are none."""
+    from minilora.teach.notebook_tools import strip_notebook
+
+    notebooks = sorted((PACKAGE.parent / "notebooks").glob("*.ipynb"))
+    written = []
+    for nb in notebooks:
+        out = Path(out_dir) / "notebooks" / nb.name
+        strip_notebook(nb, out)
+        written.append(out)
+    return written
+
+
+def student_readme(parts: dict[str, list[str]]) -> str:
+    rows = "\n".join(
+        f"| {i} | `{part}` | `minilora/{files[0]}` | `{PARTS.get(part, ('', '?', ''))[1]}` | "
+        f"{PARTS.get(part, ('', '', ''))[2]} |"
+        for i, (part, files) in enumerate(sorted(parts.items(), key=_order), 1)
+    )
+    return f"""# Build LoRA yourself: the minilora student package
+
+This is minilora (LoRA, Hu et al. 2021, from scratch on a NumPy autograd engine) with its
+core left for you to write. Each part is a region of the library's own code between
+
+    # BEGIN STUDENT: <part>
+    raise NotImplementedError("<part>: ...")
+    # END STUDENT: <part>
+
+Replace the `raise` by your code, between the markers (keep the markers: the grader finds
+your code by them). The signature, the docstring and the comments around each region say
+what it must do. Everything else is the finished library, so you can use it freely.
+
+Set up: put this folder first on `PYTHONPATH` (`export PYTHONPATH=$PWD`) so that
+`import minilora` imports this package. The fast paths (fused kernels that would bypass
+your code) are off here by default; leave them off.
+
+## The parts, in the order the course meets them
+
+| # | part | file | where | what to write |
+|---|------|------|-------|---------------|
+{rows}
+
+Parts are graded one at a time, each with the finished code in all the other parts, so
+you can do them in any order and one mistake costs points in one part only.
+
+## Checking your work
+
+Course staff (or you, from a full checkout of minilora) run
+
+    minilora grade path/to/this/folder              # every part
+    minilora grade path/to/this/folder --part lora_forward
+    minilora grade path/to/this/folder --json scores.json
+
+It imports your package in a separate process and runs the project's own proofs on it:
+finite-difference gradient checks in float64, dW = 0 at the start bit for bit, merge and
+unmerge, only A and B train, the paper's parameter count 2 x L_hat x d_model x r, greedy
+decoding, the answer-only loss and a short fine-tune that must learn. It prints a score
+per part and, for each failed check, the likely fault.
+"""
+
+
+def _order(item):
+    return list(PARTS).index(item[0]) if item[0] in PARTS else len(PARTS)
+
+
+# ---- the command line -----------------------------------------------------------------
+
+
+def add_cli(subparsers) -> dict:
+    """Add ``minilora course make OUT_DIR`` (``minilora grade``: teach/grade.py)."""
+    from minilora.work.command import outputs
+
+    p = subparsers.add_parser("course", help="course kit: write the student package")
+    sub = p.add_subparsers(dest="course_command", required=True)
+    m = sub.add_parser(
+        "make",
+        help="write the student package (marked parts stubbed) and its README",
+        description="Copy minilora to OUT_DIR/minilora with every '# BEGIN STUDENT' region "
+        "replaced by raise NotImplementedError, fast paths off; write OUT_DIR/README.md.",
+    )
+    m.add_argument("out_dir")
+    outputs(m, ("out_dir", "OUT_DIR", "dir"))
+    return {"course": _make}
+
+
+def _make(args, command):
+    parts = make_student_package(args.out_dir)
+    print(f"{args.out_dir}: student package with {len(parts)} parts to write")
+    for part, files in sorted(parts.items(), key=_order):
+        print(f"  {part:16s} minilora/{', minilora/'.join(files)}")
