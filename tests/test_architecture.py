@@ -249,12 +249,16 @@ def readme_tree() -> dict[str, set[str]]:
     readme = (PACKAGE.parent / "README.md").read_text()
     block = readme.split("## Layout", 1)[1].split("```", 2)[1]
     tree: dict[str, set[str]] = {"": set()}
+    folder = ""
     for line in block.splitlines():
         words = line.split()
         if not line.startswith("  ") or not words:
             continue
         if words[0].endswith("/"):
-            tree[words[0].rstrip("/")] = {w for w in words[1:] if w.endswith(".py")}
+            folder = words[0].rstrip("/")
+            tree[folder] = {w for w in words[1:] if w.endswith(".py")}
+        elif all(w.endswith(".py") for w in words) and line.startswith("    "):
+            tree[folder] |= set(words)  # a folder's list continued on the next line
         elif words[0].endswith(".py"):
             tree[""].add(words[0])
     return tree
