@@ -18,9 +18,10 @@ import math
 import numpy as np
 
 from minilora import backend
-from minilora.broadcasting import mul, operands
+from minilora.broadcasting import div, mul, operands, sub
 from minilora.creation import dropout_mask
-from minilora.ops import matmul, mm, transpose, where
+from minilora.ops import exp, matmul, mm, transpose, where
+from minilora.ops import sum as total
 from minilora.tensor import Tensor, make_result
 
 
@@ -45,9 +46,12 @@ def attention_plain(
     """S = Q K^T / sqrt(D), hidden scores set to a large negative; P = softmax(S); out = P V.
 
     With dropout (``training`` and p > 0), P V becomes (P M) V for a dropout mask M.
-    Composed from the engine's ops (``matmul``, ``mul``, ``where`` and
-    ``functional.softmax``), so its backward is theirs, chained by ``Tensor.backward``:
-    with G = dL/dout,
+    Composed from the engine's primitive ops (``matmul``, ``where``, ``exp``, ``sum``,
+    ``sub``, ``mul``, ``div``), so its backward is theirs, chained by ``Tensor.backward``
+    (the softmax, P = exp(S - max S) / rowsum(exp(S - max S)), is spelled out here in
+    those ops rather than taken from ``functional``, which imports this module; the max
+    is a constant, since softmax does not change when every score shifts by one number).
+    With G = dL/dout, the chain gives
 
         dV = (P M)^T G,   dP = (G V^T) M,   dS = softmax's backward of dP,
         dQ = dS K / sqrt(D),   dK = dS^T Q / sqrt(D)
@@ -55,8 +59,6 @@ def attention_plain(
     (a hidden score is a constant, so dS = 0 there). ``attention_fast`` is the same
     as one op with these products written out.
     """
-    from minilora.functional import softmax  # functional imports this module
-
     q, k = operands(q, k, "attention")
     operands(q, v, "attention")
     xp = backend.get_array_module(q.data)
@@ -65,7 +67,8 @@ def attention_plain(
     scores = mul(matmul(q, transpose(k)), scale)  # (..., T, S)
     # a large finite negative, not -inf: a fully hidden row (padding) stays finite
     scores = where(hidden, np.finfo(scores.dtype).min, scores)
-    probs = softmax(scores, axis=-1)  # P, (..., T, S)
+    e = exp(sub(scores, scores.data.max(axis=-1, keepdims=True)))
+    probs = div(e, total(e, axis=-1, keepdims=True))  # P, (..., T, S)
     if training and dropout_p > 0.0:
         probs = mul(probs, dropout_mask(probs.shape, dropout_p, probs.dtype, q.device))  # P M
     return matmul(probs, v)  # (..., T, D)
