@@ -4,8 +4,9 @@ softmax(Q K^T / sqrt(D), hidden keys excluded) V is the heart of the
 transformer's attention layer. Written as five ops it would keep five
 intermediates; as one op its backward is a handful of closed-form products a
 learner can derive on paper. It is written twice (README, "Plain math first,
-fast path beside it"): ``attention_plain`` as the formulas read, then
-``attention_fast``, which reuses its buffers in place; ``attention`` picks one
+fast path beside it"): ``attention_plain`` composed from the engine's ops (its
+backward is theirs), then ``attention_fast``, one op that reuses its buffers in
+place; ``attention`` picks one
 by ``minilora.fast_paths``. ``minilora.functional`` offers the same functions
 (``F.attention``, ``F.causal_mask``).
 """
@@ -17,9 +18,10 @@ import math
 import numpy as np
 
 from minilora import backend
-from minilora.broadcasting import operands
+from minilora.broadcasting import div, mul, operands, sub
 from minilora.creation import dropout_mask
-from minilora.ops import mm
+from minilora.ops import exp, matmul, mm, transpose, where
+from minilora.ops import sum as total
 from minilora.tensor import Tensor, make_result
 
 
@@ -30,7 +32,7 @@ def attention(
 
     q: (..., T, D); k, v: (..., S, D); ``hidden``: a bool array broadcastable to
     (..., T, S), True where query t must not see key s (the causal mask, padding).
-    One op instead of five, its backward the closed forms of ``attention_plain``.
+    ``attention_fast`` is one op instead of five, its backward in closed form.
     Runs ``attention_fast``, or ``attention_plain`` with the fast paths off.
     """
     if backend.fast_paths_enabled():
@@ -44,41 +46,32 @@ def attention_plain(
     """S = Q K^T / sqrt(D), hidden scores set to a large negative; P = softmax(S); out = P V.
 
     With dropout (``training`` and p > 0), P V becomes (P M) V for a dropout mask M.
-    With G = dL/dout, the backward is
+    Composed from the engine's primitive ops (``matmul``, ``where``, ``exp``, ``sum``,
+    ``sub``, ``mul``, ``div``), so its backward is theirs, chained by ``Tensor.backward``
+    (the softmax, P = exp(S - max S) / rowsum(exp(S - max S)), is spelled out here in
+    those ops rather than taken from ``functional``, which imports this module; the max
+    is a constant, since softmax does not change when every score shifts by one number).
+    With G = dL/dout, the chain gives
 
-        dV = (P M)^T G,   dP = (G V^T) M,   dS = P * (dP - rowsum(dP * P)),
+        dV = (P M)^T G,   dP = (G V^T) M,   dS = softmax's backward of dP,
         dQ = dS K / sqrt(D),   dK = dS^T Q / sqrt(D)
 
-    (dS is softmax's backward; a hidden score is a constant, so dS = 0 there).
+    (a hidden score is a constant, so dS = 0 there). ``attention_fast`` is the same
+    as one op with these products written out.
     """
     q, k = operands(q, k, "attention")
     operands(q, v, "attention")
     xp = backend.get_array_module(q.data)
     scale = 1.0 / math.sqrt(q.shape[-1])  # 1 / sqrt(D)
     hidden = xp.asarray(hidden)
-    scores = mm(q.data, k.data.swapaxes(-1, -2)) * scale  # (..., T, S)
+    scores = mul(matmul(q, transpose(k)), scale)  # (..., T, S)
     # a large finite negative, not -inf: a fully hidden row (padding) stays finite
-    scores = xp.where(hidden, xp.finfo(scores.dtype).min, scores)
-    e = xp.exp(scores - scores.max(axis=-1, keepdims=True))
-    probs = e / e.sum(axis=-1, keepdims=True)  # P, (..., T, S)
-    mask = None
+    scores = where(hidden, np.finfo(scores.dtype).min, scores)
+    e = exp(sub(scores, scores.data.max(axis=-1, keepdims=True)))
+    probs = div(e, total(e, axis=-1, keepdims=True))  # P, (..., T, S)
     if training and dropout_p > 0.0:
-        mask = dropout_mask(probs.shape, dropout_p, probs.dtype, q.device)
-    used = probs if mask is None else probs * mask  # P M
-    out = mm(used, v.data)  # (..., T, D)
-
-    def backward(g):
-        gv = mm(used.swapaxes(-1, -2), g) if v.requires_grad else None  # dV = (P M)^T G
-        gp = mm(g, v.data.swapaxes(-1, -2))  # dL/d(P M) = G V^T
-        if mask is not None:
-            gp = gp * mask  # dP
-        gs = probs * (gp - (gp * probs).sum(axis=-1, keepdims=True))  # dS
-        gs = xp.where(hidden, xp.zeros((), dtype=gs.dtype), gs)
-        gq = mm(gs, k.data) * scale if q.requires_grad else None
-        gk = mm(gs.swapaxes(-1, -2), q.data) * scale if k.requires_grad else None
-        return gq, gk, gv
-
-    return make_result(out, (q, k, v), backward, "attention")
+        probs = mul(probs, dropout_mask(probs.shape, dropout_p, probs.dtype, q.device))  # P M
+    return matmul(probs, v)  # (..., T, D)
 
 
 def attention_fast(
@@ -87,10 +80,13 @@ def attention_fast(
     """``attention_plain`` reusing its buffers: the scores become P in place.
 
     The forward and dV are the same arithmetic as the plain version (bit for bit);
-    dQ and dK scale dS before the product instead of after (a few ulps apart).
+    dQ and dK scale dS before the product instead of after (a few ulps apart). A stub
+    in the student package (its backward would give ``softmax`` away), where the fast
+    paths are off.
     """
     q, k = operands(q, k, "attention")
     operands(q, v, "attention")
+    # BEGIN ANSWER: softmax
     xp = backend.get_array_module(q.data)
     scale = 1.0 / math.sqrt(q.shape[-1])
     scores = mm(q.data, k.data.swapaxes(-1, -2))  # (..., T, S)
@@ -121,6 +117,7 @@ def attention_fast(
         return gq, gk, gv
 
     return make_result(out, (q, k, v), backward, "attention")
+    # END ANSWER: softmax
 
 
 _causal_masks: dict = {}

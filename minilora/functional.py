@@ -186,11 +186,13 @@ def layer_norm_fast(
     """``layer_norm_plain`` with fewer temporaries: xhat built in place, times rstd = 1/sigma.
 
     The same formulas (dL/dx = rstd (G - mean(G) - xhat mean(G xhat))), rounded in
-    another order: equal to the plain version to a few ulps.
+    another order: equal to the plain version to a few ulps. A stub in the student
+    package (it would give ``layer_norm`` away), where the fast paths are off.
     """
     for param in (weight, bias):
         if param is not None:
             operands(x, param, "layer_norm")  # one device, one float dtype
+    # BEGIN ANSWER: layer_norm
     xp = backend.get_array_module(x.data)
     xhat = x.data - x.data.mean(axis=-1, keepdims=True)  # centred; normalised in place below
     rstd = 1.0 / xp.sqrt((xhat * xhat).mean(axis=-1, keepdims=True) + eps)
@@ -219,6 +221,7 @@ def layer_norm_fast(
         return tuple(grads)
 
     return make_result(out, parents, backward, "layer_norm")
+    # END ANSWER: layer_norm
 
 
 _GELU_C = math.sqrt(2.0 / math.pi)

@@ -39,6 +39,8 @@ def lora_linear(
     While B = 0, G B = 0 and so dL/dA = 0: at the first step only B moves. As one
     op it keeps just Z A^T (N x r) for backward, instead of three (N x d_out)
     intermediates, and it is bit-for-bit the same arithmetic as the layers composed.
+    In the student package (``minilora course make``) its body is a stub, since it would
+    give ``lora_forward`` away; the fast paths are off there, so nothing calls it.
     """
     x, weight = operands(x, weight, "lora_linear")
     for t in (bias, lora_A, lora_B):
@@ -51,6 +53,7 @@ def lora_linear(
             f"{x.shape[-1]} features and W0 {weight.shape} (expected A (r, {x.shape[-1]}), "
             f"B ({weight.shape[0]}, r))"
         )
+    # BEGIN ANSWER: lora_forward
     x_rows = x.data.reshape(-1, x.shape[-1])  # (N, d_in)
     keep = None
     if training and dropout_p > 0.0:
@@ -85,3 +88,4 @@ def lora_linear(
         return (*grads, rows.sum(axis=0) if bias.requires_grad else None)
 
     return make_result(out, parents, backward, "lora_linear")
+    # END ANSWER: lora_forward

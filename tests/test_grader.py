@@ -298,6 +298,133 @@ def test_the_student_package(student_dir):
     assert out[0] == "False" and out[1].startswith(str(pkg))
 
 
+# ---- no answers in the student package ---------------------------------------------------------
+
+# code that would give a part away: the fast paths' bodies and the reference regions' key lines
+KEY_LINES = [
+    "(g * out).sum(axis=axis, keepdims=True)",  # softmax's backward
+    "(gp * probs).sum(axis=-1, keepdims=True)",  # ... as attention_fast writes it
+    "e / e.sum(axis=-1, keepdims=True)",  # softmax's forward, as attention wrote it
+    "(G * xhat).mean(axis=-1, keepdims=True)",  # layer norm's backward
+    "(gxhat * xhat).mean(axis=-1, keepdims=True)",  # ... as layer_norm_fast writes it
+    "scaling * B(A(F.dropout",  # Eq. 3
+    "mm(za, lora_B.data.T)",  # ... as lora_fused writes it
+    "mm(rows.T, za) * scaling",  # ... and its backward
+    "grad.sum(axis=tuple(range(lead)) + stretched",  # unbroadcast
+    "mm(g, b.data.swapaxes(-1, -2))",  # matmul's backward
+    "B.weight.data = np.zeros_like(B.weight.data)",  # lora_init
+    "self.configs[name].scaling * (B @ A)",  # merge
+]
+# generic lines that reference regions share with the rest of the library (no answer in them)
+BOILERPLATE = {
+    "xp = backend.get_array_module(x.data)",
+    "xp = backend.get_array_module(q.data)",
+    "hidden = xp.asarray(hidden)",
+    "if training and dropout_p > 0.0:",
+    "if bias is not None:",
+    "out = out.reshape(*x.shape[:-1], weight.shape[0])",
+    'if name.endswith("bias"):',
+    "if not math.isfinite(value):",
+}
+HIDDEN = {  # part: (file, function): the fast paths hidden in the student package
+    "lora_forward": ("lora_fused.py", "lora_linear"),
+    "layer_norm": ("functional.py", "layer_norm_fast"),
+    "softmax": ("attention.py", "attention_fast"),
+}
+
+
+def outside_regions(source: str) -> list[str]:
+    """The lines of ``source`` outside every marked region, stripped."""
+    lines = source.splitlines()
+    inside = {i for _, b, e, _, _ in student.regions(source) for i in range(b, e + 1)}
+    return [line.strip() for i, line in enumerate(lines) if i not in inside]
+
+
+def test_the_fast_paths_that_reveal_a_part_are_marked_answer_regions():
+    answers = student.marked_parts(roles=("ANSWER",))
+    for part, (file, _) in HIDDEN.items():
+        assert file in answers.get(part, []), (part, answers)
+    assert set(answers) <= set(student.PARTS)
+    # the ANSWER regions do not count as the places students write
+    assert "lora_fused.py" not in student.marked_parts()["lora_forward"]
+
+
+def test_the_student_package_holds_no_reference_answer_code(student_dir):
+    pkg = student_dir / "minilora"
+    copy = student.package_sources(pkg)
+    for rel, source in copy.items():  # every region of either kind is exactly its stub
+        for part, body, role in student.region_bodies(source):
+            assert [line.strip() for line in body] == [student.stub(part, role)], (rel, part)
+    for file, function in HIDDEN.values():
+        source = copy[file]
+        start = source.index(f"def {function}(")
+        stop = source.find("\ndef ", start + 1)
+        body = source[start : stop if stop > 0 else None]
+        assert "the fast path is not in the student package" in body, function
+        assert "make_result(" not in body and "def backward" not in body, function
+    everything = "\n".join(copy.values())
+    for line in KEY_LINES:
+        assert line not in everything, line
+    # no code line of a reference region appears anywhere outside the regions of the copy
+    reference = set()
+    for source in student.package_sources().values():
+        for _, body, _ in student.region_bodies(source):
+            reference |= {
+                t for t in (line.strip() for line in body) if len(t) >= 20 and t[0] != "#"
+            }
+    leaked = {
+        (rel, line)
+        for rel, source in copy.items()
+        for line in outside_regions(source)
+        if line in reference and line not in BOILERPLATE
+    }
+    assert not leaked, sorted(leaked)
+
+
+def test_with_the_fast_paths_off_nothing_reaches_a_hidden_region(tmp_path):
+    """The reference with only its ANSWER regions stubbed (the student package, every part
+    written): a LoRA GPT trains a step with dropout and merges with the fast paths off; with
+    them on, the hidden fast paths say so."""
+    pkg = copy_reference(tmp_path) / "minilora"
+    for rel, source in student.package_sources(pkg).items():
+        stripped = student.strip_source(source, roles=("ANSWER",))
+        if rel == "backend.py":
+            stripped = stripped.replace(*student.FAST_DEFAULT)
+        (pkg / rel).write_text(stripped)
+    code = """
+import numpy as np, minilora as ml
+from minilora import backend, lora
+from minilora.lora_config import LoRAConfig
+from minilora.transformer import GPT, GPTConfig
+assert not backend.fast_paths_enabled()
+def step():
+    ml.manual_seed(0)
+    gpt = GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, d_model=8, dropout=0.1))
+    lora.inject_lora(gpt, LoRAConfig(r=2, dropout=0.1))
+    gpt.train()
+    idx = np.random.default_rng(0).integers(0, 11, (2, 8))
+    _, loss = gpt(idx, idx)
+    loss.backward()
+    lora.merge(gpt)
+    lora.unmerge(gpt)
+step()
+ml.fast_paths(True)
+try:
+    step()
+except NotImplementedError as err:
+    print("hidden:", err)
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"},
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "hidden:" in out.stdout and "the fast path is not in the student package" in out.stdout
+
+
 # ---- the grader ------------------------------------------------------------------------------
 
 

@@ -5,7 +5,10 @@ make`` wrote; the package folder itself is accepted too). For each part the grad
 
 1. copies the student's package to a temporary folder and puts the finished code back into
    the regions of every OTHER part (from this installation's own marked source), so each
-   part is graded alone and one mistake costs points in one part only;
+   part is graded alone and one mistake costs points in one part only; the ANSWER regions
+   (the fast paths that would reveal a part) get the reference back too, except those of
+   the graded part, which are stubs (the grading runs with the fast paths off, so they are
+   never called; stubbed, no reference code of the part can stand in for the student's);
 2. runs ``grade_worker.py`` (beside this file) in a new Python process with
    ``PYTHONPATH`` set to that folder, so ``import minilora`` is the student's package,
    never this one, with the fast paths off and a time limit per part;
@@ -46,6 +49,7 @@ from minilora.teach.student import (
     marked_parts,
     package_sources,
     regions,
+    strip_source,
     transplant,
 )
 
@@ -79,7 +83,9 @@ def hybrid(student_pkg: Path, part: str, root: Path, reference=None) -> list[str
             notes.append(f"minilora/{rel} is missing")
             continue
         new, missing = transplant(path.read_text(), ref_source, others)
-        path.write_text(new)
+        # the part's own ANSWER regions (its fast path) stay stubs: grading never runs
+        # reference code for the part it grades, whatever the student's copy holds there
+        path.write_text(strip_source(new, {part}, roles=("ANSWER",)))
         notes += [f"the markers of {p} in minilora/{rel} are missing" for p in missing]
     return notes
 

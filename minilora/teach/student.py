@@ -14,6 +14,15 @@ the grader (``minilora.teach.grade*``) is left out of the copy, since its checks
 the answers. Students put ``OUT_DIR`` first on ``PYTHONPATH`` (or ``pip install -e``
 a copy with the project's ``pyproject.toml``) and fill in the parts.
 
+A second kind of region, ``# BEGIN ANSWER: <part>`` / ``# END ANSWER: <part>``, marks
+code that is not what students write but would give a part's answer away: the fast
+paths (``lora_fused.lora_linear`` spells out Eq. 3, ``layer_norm_fast`` layer norm's
+backward, ``attention_fast`` softmax's). The copy replaces those regions too, by
+``raise NotImplementedError("<part>: the fast path is not in the student package ...")``;
+nothing the copy runs with the fast paths off reaches them. The grader puts the
+reference back into the ANSWER regions of every part but the one it grades, and stubs
+that part's own (so no reference code for a part ever runs while it is graded).
+
 ``minilora grade OUT_DIR`` (``minilora.teach.grade``) grades what comes back, part by part.
 The notebooks for the same course: ``make_student_notebooks`` is the hook that
 ``course make`` calls; it strips the notebooks of a checkout with ``minilora exercises
@@ -27,7 +36,10 @@ import shutil
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent  # our minilora/
-MARKER = re.compile(r"^(?P<indent>[ \t]*)# (?P<kind>BEGIN|END) STUDENT: (?P<part>[a-z_]+)\s*$")
+MARKER = re.compile(
+    r"^(?P<indent>[ \t]*)# (?P<kind>BEGIN|END) (?P<role>STUDENT|ANSWER): (?P<part>[a-z_]+)\s*$"
+)
+ROLES = ("STUDENT", "ANSWER")  # what students write; code elsewhere that would reveal it
 FAST_DEFAULT = ('FAST_PATHS_DEFAULT = "1"', 'FAST_PATHS_DEFAULT = "0"')
 LEFT_OUT = ("grade*.py",)  # in teach/: the grader's checks would give the answers away
 
@@ -91,40 +103,49 @@ class MarkerError(ValueError):
     """Student markers that do not pair up."""
 
 
-def regions(source: str, where: str = "source") -> list[tuple[str, int, int, str]]:
-    """The marked regions of ``source``: (part, BEGIN line index, END line index, indent)."""
+def regions(
+    source: str, where: str = "source", roles=ROLES
+) -> list[tuple[str, int, int, str, str]]:
+    """The marked regions of ``source`` whose role (STUDENT, ANSWER) is in ``roles``:
+    (part, BEGIN line index, END line index, indent, role)."""
     found, open_ = [], None
     for i, line in enumerate(source.splitlines()):
         m = MARKER.match(line)
         if m is None:
             continue
-        kind, part = m["kind"], m["part"]
+        kind, part, role = m["kind"], m["part"], m["role"]
         if kind == "BEGIN":
             if open_ is not None:
                 raise MarkerError(f"{where}:{i + 1}: BEGIN {part} inside region {open_[0]}")
-            open_ = (part, i, m["indent"])
+            open_ = (part, i, m["indent"], role)
         else:
-            if open_ is None or open_[0] != part:
-                raise MarkerError(f"{where}:{i + 1}: END {part} without its BEGIN")
-            found.append((open_[0], open_[1], i, open_[2]))
+            if open_ is None or open_[0] != part or open_[3] != role:
+                raise MarkerError(f"{where}:{i + 1}: END {role} {part} without its BEGIN")
+            if role in roles:
+                found.append((open_[0], open_[1], i, open_[2], role))
             open_ = None
     if open_ is not None:
         raise MarkerError(f"{where}:{open_[1] + 1}: BEGIN {open_[0]} without its END")
     return found
 
 
-def stub(part: str) -> str:
+def stub(part: str, role: str = "STUDENT") -> str:
+    if role == "ANSWER":
+        return (
+            f'raise NotImplementedError("{part}: the fast path is not in the student package; '
+            'fast paths are off")'
+        )
     what = PARTS.get(part, ("", "", "this part"))[2]
     return f'raise NotImplementedError("{part}: write this part ({what})")'
 
 
-def _replace(source: str, bodies) -> str:
-    """``source`` with the body of its k-th region replaced by ``bodies(k, part, indent)``
-    (a list of lines, or None to keep it)."""
+def _replace(source: str, bodies, roles=ROLES) -> str:
+    """``source`` with the body of its k-th region (of ``roles``) replaced by
+    ``bodies(k, part, indent, role)`` (a list of lines, or None to keep it)."""
     lines = source.splitlines(keepends=True)
     out, last = [], 0
-    for k, (part, begin, end, indent) in enumerate(regions(source)):
-        new = bodies(k, part, indent)
+    for k, (part, begin, end, indent, role) in enumerate(regions(source, roles=roles)):
+        new = bodies(k, part, indent, role)
         if new is None:
             continue
         out += lines[last : begin + 1] + new
@@ -132,42 +153,46 @@ def _replace(source: str, bodies) -> str:
     return "".join(out + lines[last:])
 
 
-def strip_source(source: str, parts=None) -> str:
-    """``source`` with each marked region (of ``parts``; all if None) replaced by its stub."""
+def strip_source(source: str, parts=None, roles=ROLES) -> str:
+    """``source`` with each marked region (of ``parts``, all if None; of ``roles``, both
+    STUDENT and ANSWER by default) replaced by its stub."""
     return _replace(
         source,
-        lambda k, part, indent: (
-            None if parts is not None and part not in parts else [f"{indent}{stub(part)}\n"]
+        lambda k, part, indent, role: (
+            None if parts is not None and part not in parts else [f"{indent}{stub(part, role)}\n"]
         ),
+        roles,
     )
 
 
-def region_bodies(source: str) -> list[tuple[str, list[str]]]:
-    """(part, the lines between its markers) for each region of ``source``, in order."""
+def region_bodies(source: str, roles=ROLES) -> list[tuple[str, list[str], str]]:
+    """(part, the lines between its markers, role) for each region of ``source``, in order."""
     lines = source.splitlines(keepends=True)
-    return [(part, lines[b + 1 : e]) for part, b, e, _ in regions(source)]
+    return [(part, lines[b + 1 : e], role) for part, b, e, _, role in regions(source, roles=roles)]
 
 
 def transplant(target: str, reference: str, parts) -> tuple[str, list[str]]:
-    """``target`` with the regions of ``parts`` taken from ``reference`` (the same file).
+    """``target`` with the regions (STUDENT and ANSWER) of ``parts`` taken from
+    ``reference`` (the same file).
 
-    Regions pair up by part and by their order in the file. Returns the new source and
+    Regions pair up by role, part and their order in the file. Returns the new source and
     the parts that could not be paired (markers missing or changed in ``target``)."""
     ref = {}
-    for part, body in region_bodies(reference):
-        ref.setdefault(part, []).append(body)
-    seen: dict[str, int] = {}
+    for part, body, role in region_bodies(reference):
+        ref.setdefault((role, part), []).append(body)
+    seen: dict[tuple[str, str], int] = {}
 
-    def body(k, part, indent):
-        n = seen[part] = seen.get(part, -1) + 1
-        if part not in parts or n >= len(ref.get(part, [])):
+    def body(k, part, indent, role):
+        key = (role, part)
+        n = seen[key] = seen.get(key, -1) + 1
+        if part not in parts or n >= len(ref.get(key, [])):
             return None
-        return ref[part][n]
+        return ref[key][n]
 
     new = _replace(target, body)
-    counts = {p: len(v) for p, v in ref.items() if p in parts}
-    missing = [p for p, n in counts.items() if seen.get(p, -1) + 1 != n]
-    return new, missing
+    counts = {key: len(v) for key, v in ref.items() if key[1] in parts}
+    missing = [key[1] for key, n in counts.items() if seen.get(key, -1) + 1 != n]
+    return new, list(dict.fromkeys(missing))
 
 
 def package_sources(root: Path = PACKAGE) -> dict[str, str]:
@@ -179,11 +204,12 @@ def package_sources(root: Path = PACKAGE) -> dict[str, str]:
     }
 
 
-def marked_parts(root: Path = PACKAGE) -> dict[str, list[str]]:
-    """{part: the files (relative to the package) that mark it}."""
+def marked_parts(root: Path = PACKAGE, roles=("STUDENT",)) -> dict[str, list[str]]:
+    """{part: the files (relative to the package) that mark it for students to write}
+    (``roles=("ANSWER",)``: the files that hide code revealing it)."""
     found: dict[str, list[str]] = {}
     for rel, source in package_sources(root).items():
-        for part, *_ in regions(source, rel):
+        for part, *_ in regions(source, rel, roles):
             if rel not in found.setdefault(part, []):
                 found[part].append(rel)
     return found
