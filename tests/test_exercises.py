@@ -294,7 +294,12 @@ WRONG = [
         [
             (lambda p, a: np.mean([x == y for x, y in zip(p, a)]), "strip"),
             (lambda p, a: sum(x.strip() == y.strip() for x, y in zip(p, a)), "number of hits"),
-            (lambda p, a: np.mean([x.lower() == y.lower() for x, y in zip(p, a)]), "case"),
+            (
+                lambda p, a: np.mean(
+                    [x.strip().lower() == y.strip().lower() for x, y in zip(p, a)]
+                ),  # noqa: E501
+                "ignores case",
+            ),
         ],
     ),
     (

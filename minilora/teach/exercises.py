@@ -473,9 +473,14 @@ def check_lora_init(init_lora) -> bool:
             "B is not zero, so dW = B A is not zero and the adapted model does not start as "
             "the pretrained one"
         )  # fmt: skip
-        _fail(
+        what = (
+            f"{name}: A is zero and B is not (max |B| = {np.abs(B).max():.3g})."
+            if not A.any() else
             f"{name}: B is not all zero (max |B| = {np.abs(B).max():.3g}): at the start the "
-            f"layer's output differs from the base output by up to {np.abs(h - h0).max():.3g}.",
+            f"layer's output differs from the base output by up to {np.abs(h - h0).max():.3g}."
+        )  # fmt: skip
+        _fail(
+            what,
             fault,
             hint,
         )
@@ -1078,8 +1083,9 @@ def check_subspace_similarity(subspace_similarity) -> bool:
 
 EXERCISES = {
     "01_autograd": ["matmul_backward", "unbroadcast", "softmax_backward", "layer_norm_backward"],
-    "02_lora_layer": ["lora_forward", "lora_grads", "merge", "lora_param_count"],
-    "04_finetune_and_merge": ["exact_match", "adamw_state_bytes"],
+    "02_lora_layer": ["lora_init", "lora_forward", "lora_grads", "merge", "lora_param_count"],
+    "03_tiny_gpt": ["greedy_decode"],
+    "04_finetune_and_merge": ["exact_match", "inject_lora", "training_step", "adamw_state_bytes"],
     "05_understanding_updates": ["subspace_similarity"],
 }
 
