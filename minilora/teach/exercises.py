@@ -8,7 +8,7 @@ followed by a "check your answer" cell::
     check_matmul_backward(matmul_backward)
 
 A checker calls the learner's function on fixed inputs (the golden vectors of
-``minilora/teach/golden/v1`` and a few hand-picked cases) and compares each output
+``minilora/teach/golden/v2`` and a few hand-picked cases) and compares each output
 with the reference. On success it prints one line and returns True; on failure
 it raises :class:`ExerciseError` (an ``AssertionError``, so nbgrader counts it)
 naming the output, the shapes, the largest difference and, where it can tell,
