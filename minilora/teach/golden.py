@@ -1,7 +1,7 @@
 """Golden vectors: fixed inputs and the engine's outputs, for graders in any framework.
 
 One command writes them (``minilora exercises golden OUT_DIR``); the shipped copy
-is ``minilora/teach/golden/v1/`` (this module is ``minilora.teach.golden``; that folder holds
+is ``minilora/teach/golden/v2/`` (this module is ``minilora.teach.golden``; that folder holds
 only data files):
 
 * ``golden.safetensors``: every array, under the key ``CASE/in/NAME`` or
@@ -13,8 +13,15 @@ only data files):
 
 A grader checks any implementation, ours or a student's, by calling it on a
 case's inputs (in the manifest's order) and comparing every output ``got`` with
-the stored ``want``: pass if ``max|got - want| <= atol + rtol * max|want|`` with
-the manifest's tolerance for the dtype the implementation computed in.
+the stored ``want`` by the one tolerance rule (``RULE``; the notebooks' check cells use
+it too): pass if ``max|got - want| <= atol + rtol * max|want|`` over the whole output,
+with the tolerance of the dtype the implementation computed in. Integer outputs are
+compared by the same rule, which for counts below 10^9 means exactly.
+
+Format 2 (this one) against format 1: an input's ``array_shape`` (was ``shape``) is the
+shape of the stored array, and inputs of kind "shape", "int" and "float" also give their
+``value``; a case lists the inputs that must receive ``no_gradient``; the manifest states
+the tolerance ``rule`` and names what its digest covers (``weights_sha256``).
 
 ``reproduce(device)`` recomputes every case with minilora's engine (on NumPy,
 or CuPy with "cuda"): the tests hold the engine to the stored vectors.
@@ -30,13 +37,19 @@ import numpy as np
 
 from minilora.teach.golden_cases import DTYPE, GoldenCase, golden_cases
 
-__all__ = ["DTYPE", "GoldenCase", "golden_cases", "load_golden", "make_golden", "reproduce"]
+__all__ = [
+    "DTYPE", "RULE", "TOLERANCE", "GoldenCase", "golden_cases", "load_golden", "make_golden",
+    "reproduce", "within",
+]  # fmt: skip
 
 FORMAT = "minilora-golden"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 GOLDEN_DIR = Path(__file__).parent / "golden" / f"v{FORMAT_VERSION}"
 WEIGHTS, MANIFEST = "golden.safetensors", "manifest.json"
-# normwise: max|got - want| <= atol + rtol * max|want|
+RULE = (
+    "normwise, per output: pass if max|got - want| <= atol + rtol * max|want| (max over all "
+    "elements of that output), with atol and rtol of the dtype you computed in"
+)
 TOLERANCE = {
     "float64": {"rtol": 1e-9, "atol": 1e-12},
     "float32": {"rtol": 1e-4, "atol": 1e-6},
@@ -78,13 +91,15 @@ def make_golden(out_dir) -> Path:
         for name, value in inputs.items():
             key = f"{case.name}/in/{name}"
             arrays[key] = _stored(value)
-            ins.append(
-                {"name": name, "key": key, "kind": _kind(value), "shape": list(np.shape(value))}
-            )
+            spec = {"name": name, "key": key, "kind": _kind(value)}
+            spec["array_shape"] = list(arrays[key].shape)
+            if spec["kind"] != "array":
+                spec["value"] = list(value) if isinstance(value, tuple) else value
+            ins.append(spec)
         for name, value in outputs.items():
             key = f"{case.name}/out/{name}"
             arrays[key] = _stored(value)
-            outs.append({"name": name, "key": key, "shape": list(arrays[key].shape)})
+            outs.append({"name": name, "key": key, "array_shape": list(arrays[key].shape)})
         entries.append(
             {
                 "name": case.name,
@@ -94,6 +109,7 @@ def make_golden(out_dir) -> Path:
                 "exercise": case.exercise,
                 "dtype": "float64",
                 "seed": case.seed,
+                "no_gradient": list(case.no_gradient),
                 "inputs": ins,
                 "outputs": outs,
             }
@@ -110,12 +126,21 @@ def make_golden(out_dir) -> Path:
         "made_by": "minilora exercises golden OUT_DIR",
         "dtype": "float64 (integer inputs as int64, numbers as 0-d arrays)",
         "seed": "per case: numpy.random.default_rng(seed) draws that case's inputs",
-        "tolerance": TOLERANCE,
+        "tolerance": {"rule": RULE, **TOLERANCE},
         "how_to_check": "call the function with each case's inputs in order (kind 'shape' as a "
-        "tuple, 'int' as an int, 'float' as a float); pass if max|got - want| <= atol + rtol * "
-        "max|want| for every output, with the tolerance of the dtype you computed in",
+        "tuple, 'int' as an int, 'float' as a float, 'array' as an array); compare every output "
+        "by tolerance.rule; an input listed in a case's no_gradient must receive no gradient "
+        "(a frozen weight: requires_grad False, its .grad stays None)",
+        "fields": {
+            "array_shape": "the shape of the array stored under key in the weights file (a "
+            "'shape' input (3, 1) is stored as the int64 array [3, 1], array_shape [2])",
+            "value": "inputs of kind shape, int, float: the value itself, as the call takes it",
+            "kind": "array: a float64 array; shape: a tuple of ints; int; float (0-d arrays)",
+            "no_gradient": "inputs the implementation must not compute a gradient for",
+            "weights_sha256": "SHA-256 of the bytes of the weights file, exactly as stored",
+        },
         "weights": WEIGHTS,
-        "sha256": digest,
+        "weights_sha256": digest,
         "cases": entries,
     }
     write_json(out_dir / MANIFEST, manifest)
@@ -123,7 +148,7 @@ def make_golden(out_dir) -> Path:
 
 
 def load_golden(directory=None) -> tuple[dict, dict]:
-    """(manifest, arrays) of a golden directory (default: the shipped ``teach/golden/v1``)."""
+    """(manifest, arrays) of a golden directory (default: the shipped ``teach/golden/v2``)."""
     from minilora.work.io import CheckpointError, load_arrays
 
     directory = Path(directory) if directory is not None else GOLDEN_DIR

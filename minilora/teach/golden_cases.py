@@ -26,6 +26,7 @@ class GoldenCase:
     seed: int
     make_inputs: object  # callable(rng) -> dict name -> array / int / float / shape tuple
     reference: object  # callable(inputs: dict, device: str) -> dict name -> np.ndarray
+    no_gradient: tuple = ()  # inputs that are frozen: an implementation gives them no gradient
 
     @property
     def inputs(self) -> dict:
@@ -39,12 +40,14 @@ NB1, NB2, NB5 = (
 )
 
 
-def case(name, seed, signature, formula, function, inputs, exercise=None):
+def case(name, seed, signature, formula, function, inputs, exercise=None, no_gradient=()):
     """Register the decorated reference function as the golden case ``name``."""
 
     def register(reference):
         _CASES.append(
-            GoldenCase(name, signature, formula, function, exercise, seed, inputs, reference)
+            GoldenCase(
+                name, signature, formula, function, exercise, seed, inputs, reference, no_gradient
+            )
         )
         return reference
 
@@ -211,6 +214,63 @@ def _lora_layer(W, A, B, alpha, r, device):
 
 
 @case(
+    "lora_layer_init",
+    seed=206,
+    signature="lora_layer_init(x, W0, b, A, G, alpha, r) -> (h, grad_x, grad_b, grad_A, grad_B)",
+    formula="a LoRA layer as initialised: B = 0 (d_out x r), A given; h = x W0^T + b, equal "
+    "to the base layer's output bit for bit in the implementation's own arithmetic; for "
+    "G = dL/dh: grad_x = G W0, grad_b = sum of G over rows, grad_A = 0 exactly, "
+    "grad_B = (alpha / r) G^T (x A^T); W0 is frozen and gets no gradient",
+    function="minilora.lora.LoRALinear (add_adapter, then forward and backward)",
+    inputs=_lora_inputs("x", "W0", "b", "A", "G", "alpha", "r"),
+    exercise=NB2,
+    no_gradient=("W0",),
+)
+def ref_lora_layer_init(i, device):
+    return _layer_run(i, None, device)
+
+
+@case(
+    "lora_layer",
+    seed=207,
+    signature="lora_layer(x, W0, b, A, B, G, alpha, r) -> (h, grad_x, grad_b, grad_A, grad_B)",
+    formula="s = alpha / r; h = x W0^T + b + s (x A^T) B^T; for G = dL/dh: "
+    "grad_x = G W0 + s (G B) A, grad_b = sum of G over rows, grad_A = s (G B)^T x, "
+    "grad_B = s G^T (x A^T); W0 is frozen and gets no gradient",
+    function="minilora.lora.LoRALinear (forward and backward)",
+    inputs=_lora_inputs("x", "W0", "b", "A", "B", "G", "alpha", "r"),
+    exercise=NB2,
+    no_gradient=("W0",),
+)
+def ref_lora_layer(i, device):
+    return _layer_run(i, i["B"], device)
+
+
+def _layer_run(i, B, device):
+    """A LoRALinear on W0, b with A (and B, or its own zero init): outputs and gradients."""
+    from minilora.lora import LoRAConfig, LoRALinear
+    from minilora.nn import Linear
+
+    d_out, d_in = np.shape(i["W0"])
+    base = Linear(d_in, d_out, dtype=DTYPE)
+    base.weight.data, base.bias.data = np.array(i["W0"]), np.array(i["b"])
+    layer = LoRALinear(base.to(device))
+    layer.add_adapter("default", LoRAConfig(r=int(i["r"]), alpha=float(i["alpha"])))
+    A, Bw = layer.lora_A["default"].weight, layer.lora_B["default"].weight
+    A.data = _t(i["A"], device).data
+    if B is not None:
+        Bw.data = _t(B, device).data
+    layer.base_layer.bias.requires_grad_(True)  # the bias's gradient is part of the case
+    x = _t(i["x"], device, True)
+    h = layer(x)
+    h.backward(_t(i["G"], device))
+    if layer.base_layer.weight.grad is not None:  # pragma: no cover - the engine's contract
+        raise AssertionError("W0 received a gradient")
+    grads = {"grad_x": x.grad, "grad_b": layer.base_layer.bias.grad, "grad_A": A.grad}
+    return {"h": _np(h), **{k: _np(v) for k, v in grads.items()}, "grad_B": _np(Bw.grad)}
+
+
+@case(
     "merge_weight",
     seed=203,
     signature="merge_weight(W0, A, B, alpha, r) -> W",
@@ -247,7 +307,9 @@ def ref_unmerge_weight(i, device):
     signature="lora_param_count(n_layer, d_model, r, n_adapted) -> count",
     formula="|Theta| = 2 x L_hat x d_model x r with L_hat = n_adapted x n_layer (paper, 5.1)",
     function="minilora.paper.counting.lora_params",
-    inputs=lambda rng: {"n_layer": 96, "d_model": 12288, "r": 8, "n_adapted": 2},
+    # n_adapted = 4 and r = 2 (the paper's Table 5 row Wq, Wk, Wv, Wo: 18M): with n_adapted = 2
+    # ignoring n_adapted and dropping the factor 2 would give the same wrong number
+    inputs=lambda rng: {"n_layer": 96, "d_model": 12288, "r": 2, "n_adapted": 4},
     exercise=NB2,
 )
 def ref_lora_param_count(i, device):

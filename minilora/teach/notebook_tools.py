@@ -84,7 +84,7 @@ def execute_notebook(path, out=None, timeout: int = 600, allow_errors: bool = Fa
         resources={"metadata": {"path": str(path.parent.resolve())}},
     )
     # the kernel imports the same minilora as this process, installed or not
-    root = str(Path(__file__).resolve().parent.parent)
+    root = str(Path(__file__).resolve().parents[2])  # the checkout: minilora/teach/ -> ..
     saved = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (root, saved) if p)
     start = time.perf_counter()
