@@ -78,7 +78,6 @@ class LoRALinear(Module):
         rng = generator if generator is not None else default_generator()
         dtype = self.base_layer.weight.dtype
         A = Linear(self.in_features, config.r, bias=False, dtype=dtype, generator=rng)  # (r, d_in)
-        B = Linear(config.r, self.out_features, bias=False, dtype=dtype)  # (d_out, r)
         # BEGIN STUDENT: lora_init
         if config.init == "kaiming":  # U(-1/sqrt(d_in), 1/sqrt(d_in)), kaiming_uniform(a=sqrt(5))
             bound = 1.0 / math.sqrt(self.in_features)
@@ -86,6 +85,8 @@ class LoRALinear(Module):
         else:  # the paper's "random Gaussian", with PEFT's std 1/r
             a = rng.normal(0.0, 1.0 / config.r, A.weight.shape)
         A.weight.data = a.astype(dtype)
+        # B is made after A's draw: Linear draws its own start from the generator too
+        B = Linear(config.r, self.out_features, bias=False, dtype=dtype)  # (d_out, r)
         B.weight.data = np.zeros_like(B.weight.data)  # B = 0, so dW = B A = 0 exactly
         # END STUDENT: lora_init
         device = self.base_layer.weight.device
