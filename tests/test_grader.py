@@ -325,6 +325,10 @@ BOILERPLATE = {
     "out = out.reshape(*x.shape[:-1], weight.shape[0])",
     'if name.endswith("bias"):',
     "if not math.isfinite(value):",
+    # notebook 4's check cell trains beside the learner with its own reference step: the two
+    # generic lines of every training loop, not the part's answer (clipping, the step's order)
+    "_, loss = model(x, y)",
+    "optimizer.zero_grad()",
 }
 HIDDEN = {  # part: (file, function): the fast paths hidden in the student package
     "lora_forward": ("lora_fused.py", "lora_linear"),
