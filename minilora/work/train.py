@@ -42,6 +42,9 @@ class TrainConfig:
     eval_batches: int = 8
     seed: int = 0
     progress: bool = True
+    # keep the trainable weights of the best validation loss in memory and put them back
+    # at the end, so the model returned is the best checkpoint, not the last step
+    restore_best: bool = False
 
     def __post_init__(self):
         if self.steps < 1 or self.batch_size < 1:
@@ -59,6 +62,7 @@ class TrainResult:
     final_train_loss: float = math.nan
     seconds: float = 0.0
     step_seconds: float = 0.0  # median time of a training step
+    best_step: int = 0  # the step of the best validation loss (the weights kept, restore_best)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -107,6 +111,8 @@ def train(model, get_batch, config: TrainConfig, out_dir=None, save=None) -> Tra
     start = time.perf_counter()
     step_times, recent = [], []
     saved = False  # whether out_dir/last holds a checkpoint of this run
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    best_weights = None  # copies of the trainable weights at the best validation loss
 
     def diverged(what: str, value: float, step: int) -> TrainingDiverged:
         where = f"; the last good checkpoint is in {Path(out_dir) / 'last'}" if saved else ""
@@ -156,8 +162,15 @@ def train(model, get_batch, config: TrainConfig, out_dir=None, save=None) -> Tra
                 saved = True
                 if val < result.best_val_loss:
                     save(model, Path(out_dir) / "best")
+            if val < result.best_val_loss:
+                result.best_step = step + 1
+                if config.restore_best:
+                    best_weights = [p.data.copy() for p in trainable]
             result.best_val_loss = min(result.best_val_loss, val)
     bar.close()
+    if best_weights is not None:
+        for p, w in zip(trainable, best_weights):
+            p.data[...] = w
     result.final_train_loss = float(np.mean(recent))
     result.seconds = time.perf_counter() - start
     result.step_seconds = float(np.median(step_times))
