@@ -66,7 +66,7 @@ def test_plan_lists_what_is_missing_and_its_time(tmp_path, monkeypatch):
     monkeypatch.setattr(experiments, "RECORDS", tmp_path / "none")
     text = reproduce.plan(["table4"], "full", tmp_path)
     sweeps = 8 * 2 * len(protocol.GRID)  # every method's grid on both tasks
-    assert f"0 runs recorded, {sweeps} missing now" in text
+    assert f"0 runs recorded; {sweeps} missing now" in text
     # after the sweeps: 7 rows x 3 seeds + LoRA r=2 x 3 + 2 main rows x 4 more seeds (seed 0
     # is the sweep's own run for FT and LoRA r = 8, and for the other 6 methods too)
     assert f"about {2 * (7 * 2 + 3 + 2 * 4)} more" in text

@@ -22,6 +22,7 @@ This module imports nothing heavy at the top: the tables' modules are imported w
 from __future__ import annotations
 
 import importlib
+import json
 import time
 from pathlib import Path
 
@@ -96,28 +97,26 @@ def plan(names, budget, cache_dir=None) -> str:
 
     b = tables.get_budget(budget)
     records = protocol.Records(cache_dir)
-    missing, pending, have = {}, 0, []
+    missing, pending = {}, {}
     for name in resolve(names):
         if name not in tables.RUN_LISTS:
             continue
         ready, waiting = tables.RUN_LISTS[name](b, records)
         for run in ready:
-            record = records.get(run)
-            if record is None:
+            if records.get(run) is None:
                 missing.setdefault(run.key(), (name, run))
-            else:
-                have.append(record)
-        pending += waiting
+        pending.update((run.key(), run) for run in waiting)
+    have = [json.loads(p.read_text()) for d in records.directories for p in d.glob("*.json")]
     per_run = protocol.estimate_seconds(have)
     lines = [
-        f"{len(have)} runs recorded, {len(missing)} missing now, and about {pending} more once "
-        "the missing sweeps have chosen their rates.",
+        f"{len(have)} runs recorded; {len(missing)} missing now, and about {len(pending)} more "
+        "once the missing sweeps have chosen their rates.",
     ]
     for name, run in missing.values():
         lines.append(f"  {name}: {run.label()} on {run.task}, seed {run.seed}, lr {run.lr:g}")
-    total = per_run * (len(missing) + pending)
+    total = per_run * (len(missing) + len(pending))
     lines.append(
-        f"Estimate: {len(missing) + pending} runs x {per_run:.0f} s = {total / 3600:.1f} CPU hours "
+        f"Estimate: {len(missing) + len(pending)} runs x {per_run:.0f} s = {total / 3600:.1f} CPU hours "
         f"(one core; two processes use both cores of the 2-core machine)."
     )
     return "\n".join(lines)

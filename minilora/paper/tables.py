@@ -127,21 +127,22 @@ def rates(b: Budget, records, tasks=TASKS, methods=None, compute=None) -> dict:
     return {(m, t): P.choose_rate(b, m, t, records, compute)[0] for m in methods for t in tasks}
 
 
-def _cells(b: Budget, rows, tasks, seeds_of, lr) -> tuple[list[Run], int]:
-    """The runs of (method, settings) x tasks x seeds whose rate is known, and how many wait."""
-    ready, waiting = [], 0
+def _cells(b: Budget, rows, tasks, seeds_of, lr) -> tuple[list[Run], list[Run]]:
+    """The runs of (method, settings) x tasks x seeds whose rate is known, and those waiting
+    for a sweep (listed at the default rate, a placeholder, so that plans can count them)."""
+    ready, waiting = [], []
     for m, s in rows:
         for task in tasks:
             for seed in seeds_of(m):
-                if lr[m, task] is None:
-                    shared = seed == P.SWEEP_SEED and s == P.swept_settings(m)
-                    waiting += not shared  # the sweep's own run is counted with the sweep
-                else:
+                if lr[m, task] is not None:
                     ready.append(P.protocol_run(b, m, task, s, seed, lr[m, task]))
+                elif not (seed == P.SWEEP_SEED and s == P.swept_settings(m)):
+                    # (the sweep's own run is counted with the sweep)
+                    waiting.append(P.protocol_run(b, m, task, s, seed, P.DEFAULT_LR[m]))
     return ready, waiting
 
 
-def table4_runs(b: Budget, records=None, compute=None) -> tuple[list[Run], int]:
+def table4_runs(b: Budget, records=None, compute=None) -> tuple[list[Run], list[Run]]:
     lr = rates(b, records or P.Records(), compute=compute)
     sweeps = [r for (m, t) in lr for r in P.sweep_runs_missing(b, m, t, records or P.Records())]
     ready, waiting = _cells(
@@ -154,13 +155,13 @@ def _lora_rows(rows):
     return [("lora", {"r": r, "alpha": P.ALPHA, "targets": t}) for t, r in rows]
 
 
-def table5_runs(b: Budget, records=None, compute=None) -> tuple[list[Run], int]:
+def table5_runs(b: Budget, records=None, compute=None) -> tuple[list[Run], list[Run]]:
     lr = rates(b, records or P.Records(), b.tasks5, ["lora"], compute)
     rows = _lora_rows(TABLE5_ROWS[: b.table5_rows])
     return _cells(b, rows, b.tasks5, lambda m: b.seeds, lr)
 
 
-def table6_runs(b: Budget, records=None, compute=None) -> tuple[list[Run], int]:
+def table6_runs(b: Budget, records=None, compute=None) -> tuple[list[Run], list[Run]]:
     lr = rates(b, records or P.Records(), b.tasks6, ["lora"], compute)
     rows = _lora_rows([(t, r) for t in TABLE6_TARGETS for r in b.ranks])
     return _cells(b, rows, b.tasks6, lambda m: b.seeds, lr)
@@ -178,7 +179,7 @@ def _records(name: str, b: Budget, out_dir: Path, progress: bool) -> dict:
         return {r: rec for r in runs if (rec := records.get(r)) is not None}
     compute = P.compute_with(cache, progress, f"{name} (sweeps)")
     runs, waiting = RUN_LISTS[name](b, P.Records(cache), compute)
-    assert waiting == 0, "every sweep was computed, so every rate is known"
+    assert not waiting, "every sweep was computed, so every rate is known"
     return dict(zip(runs, run_all(runs, cache, progress, desc=name)))
 
 
