@@ -52,19 +52,20 @@ def unexplained_counts() -> list[tuple]:
          "value is not in our paper notes (shared/PAPER.md) and is left to be copied in"),
         ("GPT-3 175B", "LoRA Wq, Wk, Wv, Wo, r=2 (appendix D.4's 37.7M)", 37.7,
          c.lora_params(gpt3, 2, c.TARGETS),
-         "the formula gives half of it (18.9M, Table 5's budget); 37.7M is r = 8 on Wq, Wv "
-         "or r = 4 on all four: the label and the count disagree in the paper"),
-        ("RoBERTa large", "AdapterP (Pfeiffer), r=64: one adapter per block", 3.0,
+         "as the issue reads appendix D.4; the formula gives half of it (18.9M, Table 5's "
+         "budget); 37.7M is r = 8 on Wq, Wv or r = 4 on all four"),
+        ("RoBERTa large", "AdapterP (Pfeiffer), one adapter per block, r=64 (assumed)", 3.0,
          c.adapter_params(large, 64, n_adapters=large.n_layer),
-         "Table 2 takes the adapter baselines' setups from the adapter papers; the section "
-         "5.1 formula gives 3.17M at r = 64 and the paper does not say how it counted"),
-        ("RoBERTa large", "AdapterP, r=16", 0.8, c.adapter_params(large, 16, large.n_layer),
-         "agrees after rounding (0.81M)"),
-        ("RoBERTa large", "AdapterH (Houlsby), r=64: two adapters per block", 6.0,
+         "the paper's Table 2 gives no rank; the nearest power of two gives 3.17M by the "
+         "section 5.1 formula, and no integer r gives 3.0M (r = 60.5); how it was counted "
+         "is not said"),
+        ("RoBERTa large", "AdapterP, r=16 (assumed)", 0.8, c.adapter_params(large, 16, large.n_layer),
+         "agrees after rounding (0.81M) at the assumed rank"),
+        ("RoBERTa large", "AdapterH (Houlsby), two per block, r=64 (assumed)", 6.0,
          c.adapterH_params(large, 64),
-         "as above: the formula gives 6.34M at r = 64; the paper does not say how it counted"),
-        ("RoBERTa large", "AdapterH, r=8", 0.8, c.adapterH_params(large, 8),
-         "agrees after rounding (0.84M)"),
+         "as above: no rank given; r = 64 gives 6.34M and no integer r gives 6.0M (r = 60.5)"),
+        ("RoBERTa large", "AdapterH, r=8 (assumed)", 0.8, c.adapterH_params(large, 8),
+         "agrees after rounding (0.84M) at the assumed rank"),
     ]  # fmt: skip
 
 
