@@ -59,7 +59,8 @@ def unexplained_counts() -> list[tuple]:
          "the paper's Table 2 gives no rank; the nearest power of two gives 3.17M by the "
          "section 5.1 formula, and no integer r gives 3.0M (r = 60.5); how it was counted "
          "is not said"),
-        ("RoBERTa large", "AdapterP, r=16 (assumed)", 0.8, c.adapter_params(large, 16, large.n_layer),
+        ("RoBERTa large", "AdapterP, r=16 (assumed)", 0.8,
+         c.adapter_params(large, 16, large.n_layer),
          "agrees after rounding (0.81M) at the assumed rank"),
         ("RoBERTa large", "AdapterH (Houlsby), two per block, r=64 (assumed)", 6.0,
          c.adapterH_params(large, 64),
