@@ -114,10 +114,10 @@ def plan(names, budget, cache_dir=None) -> str:
     ]
     for name, run in missing.values():
         lines.append(f"  {name}: {run.label()} on {run.task}, seed {run.seed}, lr {run.lr:g}")
-    total = per_run * (len(missing) + len(pending))
+    n = len(missing) + len(pending)
     lines.append(
-        f"Estimate: {len(missing) + len(pending)} runs x {per_run:.0f} s = {total / 3600:.1f} CPU hours "
-        f"(one core; two processes use both cores of the 2-core machine)."
+        f"Estimate: {n} runs x {per_run:.0f} s = {n * per_run / 3600:.1f} CPU hours "
+        "(one core; two processes use both cores of the 2-core machine)."
     )
     return "\n".join(lines)
 
