@@ -37,12 +37,12 @@ def header(title: str, b, records: list, what: str) -> list[str]:
         ]
     run = records[0]["run"] if records else {}
     rates = sorted({(r["label"].split(" (")[0], r["run"]["task"], r["run"]["lr"]) for r in records})
-    how = "the rate chosen on the validation split (sweeps.md)" if b.sweep else "untuned rates"
+    how = "chosen on the validation split, sweeps.md" if b.sweep else "untuned defaults"
     lines += [
         f"{what} Each run: {run.get('steps')} steps of batch {run.get('batch_size')} from "
         f"{run.get('n_train')} training examples, validation loss every {b.eval_every} steps "
         f"and the best checkpoint scored on {run.get('n_eval')} test questions "
-        f"(sql: exact match, nli: accuracy, in %). Learning rates ({how}): "
+        f"(sql: exact match, nli: accuracy, in %). Learning rates of these runs ({how}): "
         + ", ".join(f"{m} {t} {lr:g}" for m, t, lr in rates)
         + ".",
         "",

@@ -4,8 +4,9 @@ For every method and task, the protocol (``minilora.paper.protocol``) trains a
 seed-0 run at each rate of the method's grid and keeps the rate with the best
 validation score. This writes, per task, the validation score and loss at every
 rate tried with the chosen one marked, a plot of score against rate, and the
-learning curves (validation loss against step) of the runs at the chosen rates,
-which show whether the step budget is long enough (the best step of each run).
+learning curves (validation loss against step) of the runs at the chosen rates
+(at every rate while a sweep is incomplete), which show whether the step budget
+is long enough (and the best step of each run).
 """
 
 from __future__ import annotations
@@ -88,9 +89,9 @@ def sweeps(budget, out_dir: Path, progress: bool = True) -> Path:
             label = P.protocol_run(b, m, task, P.swept_settings(m), 0, 1.0).label()
             lines.append(f"| {label} | " + " | ".join(row) + f" | {status} | {test} |")
             series[label] = sorted((lr, rec["val_score"]) for lr, rec in points.items())
-            if chosen is not None:
-                curves[f"{label}, lr {chosen:g}"] = [
-                    (c["step"], c["val_loss"]) for c in points[chosen]["curve"]
+            for lr in [chosen] if chosen is not None else sorted(points):  # all while incomplete
+                curves[f"{label}, lr {lr:g}"] = [
+                    (c["step"], c["val_loss"]) for c in points[lr]["curve"]
                 ]
         if any(series.values()):
             plot(out_dir / f"sweep-{task}.png", series, "learning rate",
@@ -98,7 +99,7 @@ def sweeps(budget, out_dir: Path, progress: bool = True) -> Path:
             lines += ["", f"![validation score against rate, {task}](sweep-{task}.png)"]
         if curves:
             _curves(out_dir / f"curves-{task}.png", curves,
-                    f"{task}: validation loss against step at the chosen rates")  # fmt: skip
+                    f"{task}: validation loss against step (seed 0)")  # fmt: skip
             lines += ["", f"![learning curves, {task}](curves-{task}.png)"]
         lines.append("")
     return write(out_dir / "sweeps.md", lines)
