@@ -116,3 +116,22 @@ def test_full_recorded_computes_nothing_and_marks_what_is_missing(tmp_path, monk
     assert text.count("not yet run") >= 9
     b = replace(tables.get_budget("full"), compute=False)
     assert not b.compute and tables.get_budget("full").compute
+
+
+def test_a_run_that_diverges_keeps_and_scores_its_best_weights(monkeypatch):
+    from minilora.work import train as train_module
+
+    real, calls = train_module.estimate_loss, []
+
+    def nan_after_the_first(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs) if len(calls) == 1 else float("nan")
+
+    monkeypatch.setattr(train_module, "estimate_loss", nan_after_the_first)
+    b = replace(TINY, steps=6)
+    record = execute(
+        protocol.protocol_run(b, "lora", "sql", protocol.swept_settings("lora"), 0, 0.02)
+    )
+    assert "validation loss became nan at step 6" in record["diverged"]
+    assert record["best_step"] == 3 and record["score"] is not None
+    assert [c["step"] for c in record["curve"]] == [3]

@@ -142,7 +142,7 @@ def execute(run: Run, progress: bool = False) -> dict:
     from minilora.work.finetune import finetune_recipe, task_batcher
     from minilora.work.pretrained import load_pretrained
     from minilora.work.tasks import make_task
-    from minilora.work.train import train
+    from minilora.work.train import TrainingDiverged, train
 
     started = time.perf_counter()
     gpt, tokenizer, _ = load_pretrained(run.base)
@@ -154,7 +154,12 @@ def execute(run: Run, progress: bool = False) -> dict:
         run.steps, run.lr, run.batch_size, run.seed, EVAL_BATCHES, progress, run.eval_every
     )
     get_batch = task_batcher(task, tokenizer, run.batch_size, gpt.config.block_size)
-    result = train(model, get_batch, config)
+    try:
+        result = train(model, get_batch, config)
+    except TrainingDiverged as err:  # before any evaluation: nothing worth scoring
+        if not run.eval_every:
+            raise
+        return _diverged_record(run, model, str(err), time.perf_counter() - started)
     trainable = [p for p in model.parameters() if p.requires_grad]
     weights = sum(int(p.data.nbytes) for p in trainable)
     grads = sum(int(p.grad.nbytes) for p in trainable if p.grad is not None)
@@ -176,6 +181,7 @@ def execute(run: Run, progress: bool = False) -> dict:
             {k: h[k] for k in ("step", "train_loss", "val_loss")} for h in result.history
         ],  # the learning curve: validation loss against step
         "final_train_loss": result.final_train_loss,
+        "diverged": result.diverged,  # None, or where training stopped (best weights scored)
         "trainable": counts.trainable,
         "total": counts.total,
         "step_ms": 1000 * result.step_seconds,
@@ -189,6 +195,29 @@ def execute(run: Run, progress: bool = False) -> dict:
             b"".join(p.numpy().tobytes() for p in trainable)
         ).hexdigest()[:16],
         **where_and_when(backend.device_of(gpt.wte.weight.data)),
+    }
+
+
+def _diverged_record(run: Run, model, why: str, seconds: float) -> dict:
+    """The record of a run that diverged before its first evaluation: no scores."""
+    from minilora.lora import count_parameters
+
+    counts = count_parameters(model)
+    return {
+        "key": run.key(),
+        "run": {**run.to_dict(), "task_version": TASK_VERSIONS[run.task]},
+        "label": run.label(),
+        "metric": METRICS[run.task],
+        "score": None,
+        "val_score": None,
+        "val_loss": None,
+        "best_step": 0,
+        "curve": [],
+        "diverged": why,
+        "trainable": counts.trainable,
+        "total": counts.total,
+        "seconds": seconds,
+        **where_and_when(backend.device_of(model.wte.weight.data)),
     }
 
 

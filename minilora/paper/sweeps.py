@@ -67,7 +67,7 @@ def sweeps(budget, out_dir: Path, progress: bool = True) -> Path:
             "| method | " + " | ".join(f"k={k}" for k in range(-3, 4)) + " | chosen | test |",
             "|---|" + "---:|" * 9,
         ]
-        series, curves = {}, {}
+        series, curves, notes = {}, {}, []
         for m in methods:
             chosen, points = found[m, task]
             cells = {round(math.log(lr / P.DEFAULT_LR[m], 3)): lr for lr in points}
@@ -78,6 +78,9 @@ def sweeps(budget, out_dir: Path, progress: bool = True) -> Path:
                     row.append("")
                     continue
                 rec = points[lr]
+                if rec["val_loss"] is None:
+                    row.append(f"{lr:g}: diverged")
+                    continue
                 text = (
                     f"{lr:g}: {pct(rec['val_score'])} / {rec['val_loss']:.3g} / {rec['best_step']}"
                 )
@@ -89,10 +92,18 @@ def sweeps(budget, out_dir: Path, progress: bool = True) -> Path:
             label = P.protocol_run(b, m, task, P.swept_settings(m), 0, 1.0).label()
             lines.append(f"| {label} | " + " | ".join(row) + f" | {status} | {test} |")
             series[label] = sorted((lr, rec["val_score"]) for lr, rec in points.items())
+            if any(rec.get("diverged") for rec in points.values()):
+                notes.append(f"{label}: " + "; ".join(
+                    f"lr {lr:g} {rec['diverged']}" for lr, rec in sorted(points.items())
+                    if rec.get("diverged")))  # fmt: skip
             for lr in [chosen] if chosen is not None else sorted(points):  # all while incomplete
-                curves[f"{label}, lr {lr:g}"] = [
-                    (c["step"], c["val_loss"]) for c in points[lr]["curve"]
-                ]
+                if points[lr]["curve"]:
+                    curves[f"{label}, lr {lr:g}"] = [
+                        (c["step"], c["val_loss"]) for c in points[lr]["curve"]
+                    ]
+        if notes:
+            lines += ["", "Stopped early (the best weights before it are scored):", ""]
+            lines += [f"* {n}" for n in notes]
         if any(series.values()):
             plot(out_dir / f"sweep-{task}.png", series, "learning rate",
                   f"{task}: validation score against learning rate (seed 0)")  # fmt: skip

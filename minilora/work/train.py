@@ -63,6 +63,7 @@ class TrainResult:
     seconds: float = 0.0
     step_seconds: float = 0.0  # median time of a training step
     best_step: int = 0  # the step of the best validation loss (the weights kept, restore_best)
+    diverged: str | None = None  # with restore_best: why training stopped early (best kept)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -132,6 +133,9 @@ def train(model, get_batch, config: TrainConfig, out_dir=None, save=None) -> Tra
         _, loss = model(x, y)
         value = loss.item()
         if not math.isfinite(value):
+            if config.restore_best and best_weights is not None:
+                result.diverged = str(diverged("training loss", value, step + 1))
+                break  # a learning-rate sweep keeps the best weights and goes on
             raise diverged("training loss", value, step + 1)
         optimizer.zero_grad()
         loss.backward()
@@ -146,6 +150,9 @@ def train(model, get_batch, config: TrainConfig, out_dir=None, save=None) -> Tra
         if (config.eval_every and (step + 1) % config.eval_every == 0) or last:
             val = estimate_loss(model, get_batch, config.eval_batches, config.seed + 1)
             if not math.isfinite(val):  # never overwrite the last good checkpoint with this
+                if config.restore_best and best_weights is not None:
+                    result.diverged = str(diverged("validation loss", val, step + 1))
+                    break
                 raise diverged("validation loss", val, step + 1)
             record = {
                 "step": step + 1,
@@ -171,7 +178,7 @@ def train(model, get_batch, config: TrainConfig, out_dir=None, save=None) -> Tra
     if best_weights is not None:
         for p, w in zip(trainable, best_weights):
             p.data[...] = w
-    result.final_train_loss = float(np.mean(recent))
+    result.final_train_loss = float(np.mean(recent)) if recent else math.nan
     result.seconds = time.perf_counter() - start
     result.step_seconds = float(np.median(step_times))
     return result
