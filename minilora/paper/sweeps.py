@@ -87,7 +87,11 @@ def sweeps(budget, out_dir: Path, progress: bool = True) -> Path:
                 row.append(f"**{text}**" if lr == chosen else text)
             status = f"{chosen:g}" if chosen is not None else "not yet run"
             if chosen is None and points:
-                status = f"incomplete ({len(points)} of {len(P.GRID)})"
+                status = (
+                    f"incomplete ({len(points)} of {len(P.GRID)})"
+                    if len(points) < len(P.GRID)
+                    else f"best at an edge: extending ({len(points)} run)"
+                )
             test = pct(points[chosen]["score"]) if chosen is not None else "—"
             label = P.protocol_run(b, m, task, P.swept_settings(m), 0, 1.0).label()
             lines.append(f"| {label} | " + " | ".join(row) + f" | {status} | {test} |")
