@@ -199,3 +199,19 @@ def test_bad_shapes_and_lengths():
         adapterH_params(GPT3_175B, 0)
     with pytest.raises(ValueError, match="n_adapters"):
         adapter_params(GPT3_175B, 4, n_adapters=0)
+
+
+def test_the_counts_the_formulas_do_not_give_are_listed_with_a_reason():
+    from minilora.paper import counting as c
+    from minilora.paper.counts_table import unexplained_counts
+
+    rows = {
+        method: (printed, formula, why) for _, method, printed, formula, why in unexplained_counts()
+    }
+    prelayer = next(v for k, v in rows.items() if k.startswith("PreLayer"))
+    assert prelayer[:2] == (20.2, c.prelayer_params(c.GPT3_175B, 8, 8))
+    all_four = next(v for k, v in rows.items() if "37.7M" in k)
+    assert all_four[1] == c.lora_params(c.GPT3_175B, 2, c.TARGETS) == 18_874_368
+    assert any(k.startswith("PreEmbed l_p=32") for k in rows)
+    assert sum("RoBERTa" in m for m, *_ in unexplained_counts()) == 4
+    assert all(len(why) > 20 for _, _, why in rows.values())

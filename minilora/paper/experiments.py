@@ -10,7 +10,12 @@ training step, and the bytes of training state and of the task's checkpoint.
 Records are cached on disk, one JSON file per run named by a hash of its
 settings and written atomically (temporary name, then rename), so a re-run
 computes only what is missing and an interrupted one leaves no half-written
-entry. Every run is repeatable bit for bit on the CPU for its seed: the seed
+entry. The records of the published tables are committed in the package
+(``minilora/paper/records/``, ``RECORDS``) and read before the cache, so
+``minilora reproduce ... --budget full`` rebuilds them without training. A
+record says where and when it ran (date, host, CPU, numpy, device).
+
+Every run is repeatable bit for bit on the CPU for its seed: the seed
 draws the new modules' initialisation and the batches; the data splits are
 fixed (task seed 0), so every run of a task is scored on the same questions.
 """
@@ -27,12 +32,20 @@ from pathlib import Path
 
 import numpy as np
 
+from minilora import backend
 from minilora.paper.baselines import check_method
 from minilora.work import io
-from minilora.work.tasks import TASKS
+from minilora.work.tasks import TASK_VERSIONS, TASKS
 
 BASE = "char-small"
-N_VAL = 200  # validation questions (for the validation loss and the lr sweep)
+# Every run of a task sees the same splits, whatever it scores: N_TEST test questions
+# (drawn first), then N_VAL validation questions (the validation loss during training
+# and the learning-rate sweep's scores), then the training examples.
+N_TEST = 1000
+N_VAL = 1000
+EVAL_BATCHES = 16  # batches of the validation loss (the same fixed draw at every evaluation)
+# Committed records (package data): read before the cache, so a table is rebuilt from them.
+RECORDS = Path(__file__).parent / "records"
 METRICS = {"sql": "exact match", "nli": "accuracy"}
 
 
@@ -60,6 +73,9 @@ class Run:
     n_eval: int = 200  # questions scored (0: none)
     split: str = "test"  # scored on: "test" for the tables, "val" to choose learning rates
     base: str = BASE
+    # validation loss every eval_every steps and the best checkpoint scored (0: the last step)
+    eval_every: int = 0
+    n_val_eval: int = 0  # validation questions scored too (the learning-rate choice reads them)
 
     def __post_init__(self):
         pairs = dict(self.settings)
@@ -72,8 +88,10 @@ class Run:
         for name in ("steps", "batch_size", "n_train"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"Run.{name}={getattr(self, name)!r} must be an integer >= 1")
-        if not isinstance(self.n_eval, int) or self.n_eval < 0:
-            raise ValueError(f"Run.n_eval={self.n_eval!r} must be an integer >= 0")
+        for name, most in (("n_eval", N_TEST), ("eval_every", self.steps), ("n_val_eval", N_VAL)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or not 0 <= value <= most:
+                raise ValueError(f"Run.{name}={value!r} must be an integer in [0, {most}]")
         if self.split not in ("test", "val"):
             raise ValueError(f"Run.split={self.split!r}: expected 'test' or 'val'")
         if not self.lr > 0:
@@ -85,7 +103,10 @@ class Run:
         return d
 
     def key(self) -> str:
-        digest = hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+        """``method-task-seedS-<hash>``: the hash of every setting and of the task's version."""
+        d = self.to_dict()
+        d["task_version"] = TASK_VERSIONS[self.task]
+        digest = hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
         return f"{self.method}-{self.task}-seed{self.seed}-{digest[:16]}"
 
     def label(self) -> str:
@@ -97,7 +118,7 @@ class Run:
             if k == "targets":
                 parts.append("+".join(f"W{t}" for t in v))
             elif v is not None:
-                parts.append(f"{k}={v}")
+                parts.append(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}")
         return LABELS[self.method] + (f" ({', '.join(parts)})" if parts else "")
 
 
@@ -121,34 +142,46 @@ def execute(run: Run, progress: bool = False) -> dict:
     from minilora.work.finetune import finetune_recipe, task_batcher
     from minilora.work.pretrained import load_pretrained
     from minilora.work.tasks import make_task
-    from minilora.work.train import train
+    from minilora.work.train import TrainingDiverged, train
 
     started = time.perf_counter()
     gpt, tokenizer, _ = load_pretrained(run.base)
-    n_val = max(N_VAL, run.n_eval) if run.split == "val" else N_VAL
-    n_test = run.n_eval if run.split == "test" else 0
-    task = make_task(run.task, n_train=run.n_train, n_val=n_val, n_test=n_test, seed=0)
-    scored = task.test if run.split == "test" else task.val[: run.n_eval]
+    task = make_task(run.task, n_train=run.n_train, n_val=N_VAL, n_test=N_TEST, seed=0)
+    scored = (task.test if run.split == "test" else task.val)[: run.n_eval]
     model = apply_method(gpt, run.method, dict(run.settings), np.random.default_rng(run.seed))
     counts = count_parameters(model)
     config = finetune_recipe(
-        run.steps, run.lr, run.batch_size, run.seed, eval_batches=8, progress=progress
+        run.steps, run.lr, run.batch_size, run.seed, EVAL_BATCHES, progress, run.eval_every
     )
     get_batch = task_batcher(task, tokenizer, run.batch_size, gpt.config.block_size)
-    result = train(model, get_batch, config)
+    try:
+        result = train(model, get_batch, config)
+    except TrainingDiverged as err:  # before any evaluation: nothing worth scoring
+        if not run.eval_every:
+            raise
+        return _diverged_record(run, model, str(err), time.perf_counter() - started)
     trainable = [p for p in model.parameters() if p.requires_grad]
     weights = sum(int(p.data.nbytes) for p in trainable)
     grads = sum(int(p.grad.nbytes) for p in trainable if p.grad is not None)
     t0 = time.perf_counter()
     test_score = score(model, tokenizer, run.task, scored) if run.n_eval else None
+    val_questions = task.val[: run.n_val_eval]
+    val_score = score(model, tokenizer, run.task, val_questions) if run.n_val_eval else None
     return {
         "key": run.key(),
-        "run": run.to_dict(),
+        "run": {**run.to_dict(), "task_version": TASK_VERSIONS[run.task]},
         "label": run.label(),
         "metric": METRICS[run.task],
-        "score": test_score,
-        "val_loss": result.history[-1]["val_loss"],
+        "score": test_score,  # on run.n_eval questions of run.split
+        "val_score": val_score,  # on the first run.n_val_eval validation questions
+        # the validation loss of the weights scored: the best checkpoint's with eval_every
+        "val_loss": result.best_val_loss if run.eval_every else result.history[-1]["val_loss"],
+        "best_step": result.best_step if run.eval_every else run.steps,
+        "curve": [
+            {k: h[k] for k in ("step", "train_loss", "val_loss")} for h in result.history
+        ],  # the learning curve: validation loss against step
         "final_train_loss": result.final_train_loss,
+        "diverged": result.diverged,  # None, or where training stopped (best weights scored)
         "trainable": counts.trainable,
         "total": counts.total,
         "step_ms": 1000 * result.step_seconds,
@@ -161,9 +194,42 @@ def execute(run: Run, progress: bool = False) -> dict:
         "trained_digest": hashlib.sha256(
             b"".join(p.numpy().tobytes() for p in trainable)
         ).hexdigest()[:16],
-        "date": time.strftime("%Y-%m-%d"),
-        "machine": machine(),
+        **where_and_when(backend.device_of(gpt.wte.weight.data)),
     }
+
+
+def _diverged_record(run: Run, model, why: str, seconds: float) -> dict:
+    """The record of a run that diverged before its first evaluation: no scores."""
+    from minilora.lora import count_parameters
+
+    counts = count_parameters(model)
+    return {
+        "key": run.key(),
+        "run": {**run.to_dict(), "task_version": TASK_VERSIONS[run.task]},
+        "label": run.label(),
+        "metric": METRICS[run.task],
+        "score": None,
+        "val_score": None,
+        "val_loss": None,
+        "best_step": 0,
+        "curve": [],
+        "diverged": why,
+        "trainable": counts.trainable,
+        "total": counts.total,
+        "seconds": seconds,
+        **where_and_when(backend.device_of(model.wte.weight.data)),
+    }
+
+
+def cpu_name() -> str:
+    """The processor's model name (Linux), else what platform knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def machine() -> str:
@@ -173,6 +239,19 @@ def machine() -> str:
         f"{f', {threads} BLAS threads' if threads else ''}, Python "
         f"{platform.python_version()}, numpy {np.__version__}"
     )
+
+
+def where_and_when(device: str = "cpu") -> dict:
+    """What a record says about where and when it ran (``device``: "cpu" or "cuda")."""
+    return {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine(),
+        "host": platform.node(),
+        "cpu": cpu_name(),
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "device": device,
+    }
 
 
 # --------------------------------------------------------------------------- the cache
@@ -213,8 +292,13 @@ def _execute_into(args) -> dict:
     return record
 
 
-def run_all(runs, cache_dir, progress: bool = True, jobs: int = 1, desc: str = "runs") -> list:
-    """The records of ``runs`` (in order): cached ones read, the others executed and cached.
+def run_all(
+    runs, cache_dir, progress: bool = True, jobs: int = 1, desc: str = "runs", read_first=None
+) -> list:
+    """The records of ``runs`` (in order): recorded ones read, the others executed and cached.
+
+    Records are read from ``read_first`` (default: the committed records, ``RECORDS``)
+    and then from ``cache_dir``; what is missing is executed and written to ``cache_dir``.
 
     ``jobs`` > 1 executes missing runs in that many worker processes (each
     run is still repeatable: it depends on its own settings alone).
@@ -222,8 +306,11 @@ def run_all(runs, cache_dir, progress: bool = True, jobs: int = 1, desc: str = "
     from tqdm.auto import tqdm
 
     cache = Cache(cache_dir)
+    first = [RECORDS] if read_first is None else list(read_first)
+    readers = [Cache(d) for d in first if Path(d).resolve() != cache.directory.resolve()]
+    readers.append(cache)
     unique = list(dict.fromkeys(runs))
-    records = {r: cache.get(r) for r in unique}
+    records = {r: next((x for c in readers if (x := c.get(r)) is not None), None) for r in unique}
     missing = [r for r in unique if records[r] is None]
     bar = tqdm(
         total=len(unique), initial=len(unique) - len(missing), desc=desc, unit="run",
@@ -247,4 +334,6 @@ def run_all(runs, cache_dir, progress: bool = True, jobs: int = 1, desc: str = "
     return [records[r] for r in runs]
 
 
-__all__ = ["BASE", "METRICS", "Cache", "Run", "execute", "run_all", "score"]
+__all__ = [
+    "BASE", "METRICS", "N_TEST", "N_VAL", "RECORDS", "Cache", "Run", "execute", "run_all", "score",
+]  # fmt: skip

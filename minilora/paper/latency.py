@@ -84,7 +84,9 @@ def table1(budget: str, out_dir: Path, progress: bool = True) -> Path:
     from tqdm.auto import tqdm
 
     from minilora.paper.experiments import machine
-    from minilora.paper.tables import _plot, _write, get_budget
+    from minilora.paper.report import plot as _plot
+    from minilora.paper.report import write as _write
+    from minilora.paper.tables import get_budget
 
     get_budget(budget)
     out_dir = Path(out_dir)

@@ -6,31 +6,36 @@ Names (Hu et al. 2021, arXiv 2106.09685):
     table4   every method of section 5.1 on both tasks (section 5.4)   minilora.paper.tables
     table5   one parameter budget on different weight types (7.1)     minilora.paper.tables
     table6   LoRA's rank r (7.2)                                        minilora.paper.tables
-    counts   the paper's parameter counts beside the formulas (5.1)   minilora.paper.tables
+    counts   the paper's parameter counts beside the formulas (5.1)   minilora.paper.counts_table
+    sweeps   the learning-rate sweeps and learning curves (protocol)  minilora.paper.sweeps
     figure3, figure4, table7   section 7's analyses                   minilora.paper.section7
     all      every one of them
 
-Each writes ``NAME.md`` (and a PNG where a picture helps) into ``--out``;
-training runs are cached under ``OUT/cache`` (``minilora.paper.experiments``), so a
-re-run computes only what is missing. This module imports nothing heavy at
-the top: the tables' modules are imported when they run.
+Each writes ``NAME.md`` (and a PNG where a picture helps) into ``--out``.
+Training runs are read from the committed records (``minilora/paper/records``)
+and then from ``OUT/cache`` (``minilora.paper.experiments``); only what is missing
+is computed, into the cache. ``--plan`` computes nothing: it lists the runs still
+missing and estimates their CPU time (``plan``).
+This module imports nothing heavy at the top: the tables' modules are imported when they run.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import time
 from pathlib import Path
 
-BUDGETS = ("quick", "full")
+BUDGETS = ("quick", "full", "full-recorded")
 # name -> (module, attribute of a {name: fn} dict or a function); section 7's are another helper's
 REPRODUCTIONS = {
-    "counts": ("minilora.paper.tables", "counts"),
+    "counts": ("minilora.paper.counts_table", "counts"),
     "table1": ("minilora.paper.latency", "table1"),
     "table4": ("minilora.paper.tables", "table4"),
     "table5": ("minilora.paper.tables", "table5"),
     "table6": ("minilora.paper.tables", "table6"),
+    "sweeps": ("minilora.paper.sweeps", "sweeps"),
     "figure3": ("minilora.paper.section7", "REPRODUCTIONS"),
     "figure4": ("minilora.paper.section7", "REPRODUCTIONS"),
     "table7": ("minilora.paper.section7", "REPRODUCTIONS"),
@@ -79,11 +84,50 @@ def reproduce(names, budget: str = "quick", out_dir=DEFAULT_OUT, progress: bool 
     fns = {name: function(name) for name in names}  # fail before any work if one is missing
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    return {name: Path(fn(budget, out_dir, progress)) for name, fn in fns.items()}
+    recorded = ("table4", "table5", "table6", "sweeps", "counts")  # those that read records
+
+    def budget_of(name):  # the other reproductions know quick and full only
+        return "full" if budget == "full-recorded" and name not in recorded else budget
+
+    return {name: Path(fn(budget_of(name), out_dir, progress)) for name, fn in fns.items()}
+
+
+def plan(names, budget, cache_dir=None) -> str:
+    """What ``reproduce NAMES --budget BUDGET`` still has to run, and its CPU time."""
+    from minilora.paper import protocol, tables
+
+    b = tables.get_budget(budget)
+    records = protocol.Records(cache_dir)
+    missing, pending = {}, {}
+    for name in resolve(names):
+        if name not in tables.RUN_LISTS:
+            continue
+        ready, waiting = tables.RUN_LISTS[name](b, records)
+        for run in ready:
+            if records.get(run) is None:
+                missing.setdefault(run.key(), (name, run))
+        pending.update((run.key(), run) for run in waiting)
+    have = [json.loads(p.read_text()) for d in records.directories for p in d.glob("*.json")]
+    per_run = protocol.estimate_seconds(have)
+    lines = [
+        f"{len(have)} runs recorded; {len(missing)} missing now, and about {len(pending)} more "
+        "once the missing sweeps have chosen their rates.",
+    ]
+    for name, run in missing.values():
+        lines.append(f"  {name}: {run.label()} on {run.task}, seed {run.seed}, lr {run.lr:g}")
+    n = len(missing) + len(pending)
+    lines.append(
+        f"Estimate: {n} runs x {per_run:.0f} s = {n * per_run / 3600:.1f} CPU hours "
+        "(one core; two processes use both cores of the 2-core machine)."
+    )
+    return "\n".join(lines)
 
 
 def _handle(args, command) -> int:
     started = time.perf_counter()
+    if getattr(args, "plan", False):
+        print(plan(args.names, args.budget, Path(args.out) / "cache"))
+        return 0
     paths = reproduce(args.names, args.budget, args.out, progress=not args.no_progress)
     for name, path in paths.items():
         print(f"{name}: {path}")
@@ -117,7 +161,8 @@ def add_cli(subparsers) -> dict:
         help="reproduce the paper's tables and figures at toy scale",
         description="Reproduce tables and figures of the LoRA paper (Hu et al. 2021) on the "
         "shipped base model. Each writes NAME.md (and a PNG where a picture helps) into --out; "
-        "training runs are cached in OUT/cache, so a re-run computes only what is missing. "
+        "training runs are read from the committed records, then from OUT/cache, and only what "
+        "is missing is computed. "
         f"Names: {', '.join(NAMES)}.",
     )
     p.add_argument(
@@ -128,7 +173,14 @@ def add_cli(subparsers) -> dict:
         type=_budget,
         default="quick",
         help="quick: a smoke test of every run in a few minutes (the numbers mean nothing); "
-        "full: the published tables (about an hour on 2 CPU cores). Default: quick",
+        "full: the protocol of docs/REPRODUCTION.md (tuned rates, 1,200 steps, seeds), "
+        "read from the committed records where they exist; full-recorded: the full tables "
+        "from the records there are, computing nothing (missing cells marked). Default: quick",
+    )
+    p.add_argument(
+        "--plan",
+        action="store_true",
+        help="compute nothing: list the runs still missing and their estimated CPU time",
     )
     p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help=f"default: {DEFAULT_OUT}")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -136,4 +188,4 @@ def add_cli(subparsers) -> dict:
     return {"reproduce": _handle}
 
 
-__all__ = ["NAMES", "REPRODUCTIONS", "add_cli", "function", "reproduce", "resolve"]
+__all__ = ["NAMES", "REPRODUCTIONS", "add_cli", "function", "plan", "reproduce", "resolve"]

@@ -1,55 +1,54 @@
-"""Tables 4, 5 and 6 and the parameter counts of Hu et al. 2021 (arXiv 2106.09685), at toy scale.
+"""Tables 4, 5 and 6 of Hu et al. 2021 (arXiv 2106.09685), at toy scale.
 
 Each table is ``fn(budget, out_dir, progress=True) -> Path``: it lists its
-runs (``minilora.paper.experiments.Run``), gets their records from the cache under
-``out_dir/cache`` (computing only what is missing), and writes ``<name>.md``
-(and, where a picture helps, ``<name>.png``) into ``out_dir``.
+runs (``minilora.paper.experiments.Run``), reads their records (the committed
+ones, then the cache under ``out_dir/cache``), computes only what is missing,
+and writes ``<name>.md`` (and, where a picture helps, ``<name>.png``) into
+``out_dir``. ``RUN_LISTS[name](budget, records)`` lists a table's runs without
+computing anything (``minilora reproduce --plan``).
 
 * Table 4 (section 5.4): every method of section 5.1 on both tasks, mean and
   standard deviation over seeds, with its trainable parameters.
 * Table 5 (section 7.1): one budget of trainable parameters (2 d r x 8 matrices'
   worth of r = 8 on one matrix) spent on Wq, Wk, Wv, Wo alone (r = 8), Wq+Wk and
   Wq+Wv (r = 4) or all four (r = 2).
-* Table 6 (section 7.2): ranks 1, 2, 4, 8, 64 on Wq, Wq+Wv and all four, with
-  alpha fixed at 16 (scaling 16 / r, the paper's rule).
-* ``counts``: the paper's printed parameter counts beside our formulas'.
+* Table 6 (section 7.2): ranks 1 to 64 (and r = d_model, full rank) on Wq, Wq+Wv
+  and all four.
 
-The learning rates are one per method, fixed before any table was run (see
-``LR`` and docs/REPRODUCTION.md): they are not tuned per table or per row.
+The full budget is the protocol of ``minilora.paper.protocol``: every learning
+rate chosen on the validation split, alpha = 16 for every LoRA run, the best
+validation checkpoint scored on 1,000 test questions, 3 seeds per cell (5 for
+Table 4's LoRA and FT rows). The quick budget is a smoke test at the old default
+rates.
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from minilora.paper.baselines import DEFAULTS, LABELS, METHODS
+from minilora.paper import protocol as P
+from minilora.paper.baselines import METHODS
 from minilora.paper.experiments import METRICS, Run, run_all
-from minilora.work import io
+from minilora.paper.report import header, mean_sd, plot, write
 
-# One learning rate per method (AdamW, warm-up then cosine decay to a tenth).
-LR = {
-    "ft": 1e-3, "ft-top2": 1e-3, "bitfit": 1e-2, "preembed": 1e-2, "prelayer": 1e-2,
-    "adapterh": 1e-2, "adapterl": 1e-2, "lora": 2e-2,
-}  # fmt: skip
-# Table 4's rows: (method, settings)
+TASKS = ("sql", "nli")
+# Table 4's rows: (method, settings); every LoRA row has alpha = 16 (scaling 16 / r)
 TABLE4_ROWS = [(m, {}) for m in METHODS if m != "lora"] + [
-    ("lora", {"r": 2, "targets": ("q", "v")}),
-    ("lora", {"r": 8, "targets": ("q", "v")}),
+    ("lora", {"r": 2, "alpha": P.ALPHA, "targets": ("q", "v")}),
+    ("lora", {"r": 8, "alpha": P.ALPHA, "targets": ("q", "v")}),
 ]
+MAIN_METHODS = ("ft", "lora")  # Table 4's rows with more seeds (never cut)
 # Table 5: (targets, r) with the same 2 d r x (number of targets) = 16 d trainable per block
 TABLE5_ROWS = [
     (("q",), 8), (("k",), 8), (("v",), 8), (("o",), 8),
     (("q", "k"), 4), (("q", "v"), 4), (("q", "k", "v", "o"), 2),
 ]  # fmt: skip
 TABLE6_TARGETS = [("q",), ("q", "v"), ("q", "k", "v", "o")]
-# Table 6's alpha: fixed at 16 at every rank (the paper's rule, section 4.1: alpha is set
-# to the first r tried and not tuned, so the scaling alpha / r is 16 / r). Tables 4 and 5
-# keep the default alpha = 2 r.
-TABLE6_ALPHA = 16.0
+TABLE6_ALPHA = P.ALPHA  # alpha fixed at 16 at every rank (the paper's rule, section 4.1)
+LR = P.DEFAULT_LR  # the quick budget's rates (the grids' centres in the full one)
 
 # The paper's numbers (GPT-3 175B; WikiSQL exact match / MNLI-m accuracy, in %).
 PAPER4 = {
@@ -69,12 +68,12 @@ PAPER6 = {  # WikiSQL, r = 1, 2, 4, 8, 64
 
 @dataclass(frozen=True)
 class Budget:
-    """How much each table computes. ``quick`` is a smoke test; ``full`` makes the tables."""
+    """How much each table computes. ``quick`` is a smoke test; ``full`` is the protocol."""
 
     name: str
-    steps: int  # training steps of a Table 4 run
-    lora_steps: int  # training steps of a Table 5 / 6 run
-    seeds: tuple  # Table 4's seeds (Tables 5 and 6: the first one)
+    steps: int  # training steps of every run
+    seeds: tuple  # seeds per cell
+    main_seeds: tuple  # seeds of Table 4's LoRA and FT rows
     n_train: int
     n_eval: int  # test questions scored per run
     batch_size: int
@@ -82,183 +81,172 @@ class Budget:
     tasks6: tuple  # the tasks of Table 6
     ranks: tuple  # Table 6's ranks
     table5_rows: int  # how many of TABLE5_ROWS
+    eval_every: int = 0  # validation loss every so many steps, best checkpoint scored
+    n_val_eval: int = 0  # validation questions scored (the rate's choice)
+    sweep: bool = False  # learning rates chosen on the validation split
+    compute: bool = True  # False: tables from the records there are, missing cells marked
 
 
 BUDGETS = {
-    "quick": Budget("quick", 6, 6, (0,), 200, 12, 8, ("sql", "nli"), ("sql",), (1, 8), 3),
+    "quick": Budget("quick", 6, (0,), (0,), 200, 12, 8, TASKS, ("sql",), (1, 8), 3, 6, 12),
+    # The protocol. Cut to fit (the issue's order): Table 6 on nli.
     "full": Budget(
-        "full", 300, 500, (0, 1, 2), 4000, 200, 16, ("sql", "nli"), ("sql",), (1, 2, 4, 8, 64), 7
-    ),
+        "full",
+        P.STEPS,
+        (0, 1, 2),
+        (0, 1, 2, 3, 4),
+        P.N_TRAIN,
+        P.N_TEST,
+        P.BATCH_SIZE,
+        TASKS,
+        ("sql",),
+        (1, 2, 4, 8, 64, 128),
+        7,
+        P.EVAL_EVERY,
+        P.N_VAL_SCORED,
+        True,
+    ),  # fmt: skip
 }
 
 
 def get_budget(budget) -> Budget:
-    """A budget by name ("quick", "full"), or a ``Budget`` itself (e.g. full with one seed)."""
+    """A budget by name ("quick", "full", "full-recorded": full, computing nothing), or a
+    ``Budget`` itself (e.g. full with one seed)."""
     if isinstance(budget, Budget):
         return budget
+    if budget == "full-recorded":
+        return replace(BUDGETS["full"], compute=False)
     if budget not in BUDGETS:
         raise ValueError(f"unknown budget {budget!r}; valid budgets: {', '.join(BUDGETS)}")
     return BUDGETS[budget]
 
 
-def _run(b: Budget, method: str, task: str, settings: dict, seed: int, steps: int) -> Run:
-    return Run(
-        method, task, settings, seed=seed, steps=steps, batch_size=b.batch_size,
-        lr=LR[method], n_train=b.n_train, n_eval=b.n_eval,
-    )  # fmt: skip
+def rates(b: Budget, records, tasks=TASKS, methods=None, compute=None) -> dict:
+    """{(method, task): chosen rate, or None while its sweep is incomplete}."""
+    methods = methods or list(dict.fromkeys(m for m, _ in TABLE4_ROWS))
+    return {(m, t): P.choose_rate(b, m, t, records, compute)[0] for m in methods for t in tasks}
 
 
-def table4_runs(b: Budget) -> list[Run]:
-    return [
-        _run(b, m, task, s, seed, b.steps)
-        for m, s in TABLE4_ROWS
-        for task in ("sql", "nli")
-        for seed in b.seeds
-    ]
+def _cells(b: Budget, rows, tasks, seeds_of, lr) -> tuple[list[Run], list[Run]]:
+    """The runs of (method, settings) x tasks x seeds whose rate is known, and those waiting
+    for a sweep (listed at the default rate, a placeholder, so that plans can count them)."""
+    ready, waiting = [], []
+    for m, s in rows:
+        for task in tasks:
+            for seed in seeds_of(m):
+                if lr[m, task] is not None:
+                    ready.append(P.protocol_run(b, m, task, s, seed, lr[m, task]))
+                elif not (seed == P.SWEEP_SEED and s == P.swept_settings(m)):
+                    # (the sweep's own run is counted with the sweep)
+                    waiting.append(P.protocol_run(b, m, task, s, seed, P.DEFAULT_LR[m]))
+    return ready, waiting
 
 
-def table5_runs(b: Budget) -> list[Run]:
-    return [
-        _run(b, "lora", task, {"r": r, "targets": t}, b.seeds[0], b.lora_steps)
-        for t, r in TABLE5_ROWS[: b.table5_rows]
-        for task in b.tasks5
-    ]
+def table4_runs(b: Budget, records=None, compute=None) -> tuple[list[Run], list[Run]]:
+    lr = rates(b, records or P.Records(), compute=compute)
+    sweeps = [r for (m, t) in lr for r in P.sweep_runs_missing(b, m, t, records or P.Records())]
+    ready, waiting = _cells(
+        b, TABLE4_ROWS, TASKS, lambda m: b.main_seeds if m in MAIN_METHODS else b.seeds, lr
+    )
+    return sweeps + ready, waiting
 
 
-def table6_runs(b: Budget) -> list[Run]:
-    return [
-        _run(
-            b, "lora", task, {"r": r, "alpha": TABLE6_ALPHA, "targets": t}, b.seeds[0], b.lora_steps
-        )
-        for t in TABLE6_TARGETS
-        for r in b.ranks
-        for task in b.tasks6
-    ]
+def _lora_rows(rows):
+    return [("lora", {"r": r, "alpha": P.ALPHA, "targets": t}) for t, r in rows]
 
 
-# --------------------------------------------------------------------------- writing
+def table5_runs(b: Budget, records=None, compute=None) -> tuple[list[Run], list[Run]]:
+    lr = rates(b, records or P.Records(), b.tasks5, ["lora"], compute)
+    rows = _lora_rows(TABLE5_ROWS[: b.table5_rows])
+    return _cells(b, rows, b.tasks5, lambda m: b.seeds, lr)
 
 
-def _pct(x) -> str:
-    return "—" if x is None else f"{100 * x:.1f}"
+def table6_runs(b: Budget, records=None, compute=None) -> tuple[list[Run], list[Run]]:
+    lr = rates(b, records or P.Records(), b.tasks6, ["lora"], compute)
+    rows = _lora_rows([(t, r) for t in TABLE6_TARGETS for r in b.ranks])
+    return _cells(b, rows, b.tasks6, lambda m: b.seeds, lr)
 
 
-def _mean_sd(scores) -> str:
-    scores = [s for s in scores if s is not None]
-    if not scores:
-        return "—"
-    if len(scores) == 1:
-        return _pct(scores[0])
-    return f"{100 * np.mean(scores):.1f} ± {100 * np.std(scores, ddof=1):.1f}"
+RUN_LISTS = {"table4": table4_runs, "table5": table5_runs, "table6": table6_runs}
 
 
-def header(title: str, b: Budget, records: list, what: str) -> list[str]:
-    """The table's title, the budget and the settings it ran with, and where it ran."""
-    from minilora.paper.experiments import BASE
-
-    lines = [f"# {title} on {BASE} ({b.name} budget)", ""]
-    if b.name == "quick":
-        lines += [
-            "**Quick budget: a smoke test, not results.** A few training steps and a few "
-            "test questions check that every run works end to end; the numbers mean nothing.",
-            "",
-        ]
-    run = records[0]["run"] if records else {}
-    lines += [
-        f"{what} Each run: {run.get('steps')} steps of batch {run.get('batch_size')} from "
-        f"{run.get('n_train')} training examples, scored on {run.get('n_eval')} test questions "
-        f"(sql: exact match, nli: accuracy, in %). Learning rates: "
-        + ", ".join(f"{LABELS[m]} {lr:g}" for m, lr in LR.items())
-        + ".",
-        "",
-        f"Made by `minilora reproduce` on {time.strftime('%Y-%m-%d')}; runs recorded on "
-        f"{records[0]['machine'] if records else '?'}. Step times are medians on that "
-        "machine and vary with its load.",
-        "",
-    ]
-    return lines
+def _records(name: str, b: Budget, out_dir: Path, progress: bool) -> dict:
+    """{run: record} of table ``name``: sweeps first (choosing the rates), then the cells."""
+    cache = out_dir / "cache"
+    if not b.compute:
+        records = P.Records(cache)
+        runs, _ = RUN_LISTS[name](b, records)
+        return {r: rec for r in runs if (rec := records.get(r)) is not None}
+    compute = P.compute_with(cache, progress, f"{name} (sweeps)")
+    runs, waiting = RUN_LISTS[name](b, P.Records(cache), compute)
+    assert not waiting, "every sweep was computed, so every rate is known"
+    return dict(zip(runs, run_all(runs, cache, progress, desc=name)))
 
 
-def _write(path: Path, lines: list[str]) -> Path:
-    io.write_atomic(path, ("\n".join(lines) + "\n").encode())
-    return path
+def _index(recs: dict) -> dict:
+    """{(method, settings, task, seed): record}."""
+    return {(r.method, r.settings, r.task, r.seed): rec for r, rec in recs.items()}
 
 
-def _by(records, runs):
-    return dict(zip(runs, records))
-
-
-def _plot(
-    path: Path, series: dict, xlabel: str, title: str, logx: bool = True, ylabel: str = "score (%)"
-) -> None:
-    """One line (or set of points) per name: [(x, y)], y in [0, 1]."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, points in series.items():
-        points = [(x, y) for x, y in points if y is not None]
-        if points:
-            xs, ys = zip(*points)
-            ax.plot(xs, [100 * y for y in ys], "o-" if len(xs) > 1 else "o", label=name)
-    if logx:
-        ax.set_xscale("log")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+def _cell(index, method, settings, task, seeds) -> list:
+    """The records of one cell (one per seed there is)."""
+    key = Run(method, task, settings).settings  # normalised as the runs' own
+    return [index[k] for seed in seeds if (k := (method, key, task, seed)) in index]
 
 
 def table4(budget: str, out_dir: Path, progress: bool = True) -> Path:
     """Every method on both tasks (the paper's Table 4, and Figure 2's picture)."""
     b, out_dir = get_budget(budget), Path(out_dir)
-    runs = table4_runs(b)
-    recs = _by(run_all(runs, out_dir / "cache", progress, desc="table4"), runs)
+    recs = _records("table4", b, out_dir, progress)
+    index = _index(recs)
     lines = header(
         "Table 4 (LoRA section 5.4)", b, list(recs.values()), "Every method on both tasks."
     )
     lines += [
-        f"Mean ± standard deviation over seeds {list(b.seeds)}. Paper: GPT-3 175B, "
-        "WikiSQL / MNLI-m.",
+        f"Mean ± standard deviation over seeds {list(b.seeds)} ({list(b.main_seeds)} for FT "
+        "and LoRA r = 8). Paper: GPT-3 175B, WikiSQL / MNLI-m.",
         "",
-        "| method | trainable | SQL | NLI | step ms (sql) | training state | paper |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| method | trainable | SQL | NLI | lr (sql / nli) | step ms (sql) | training state "
+        "| paper |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     series = {}
     for m, s in TABLE4_ROWS:
-        row = {
-            t: [recs[_run(b, m, t, s, seed, b.steps)] for seed in b.seeds] for t in ("sql", "nli")
-        }
-        first = row["sql"][0]
+        seeds = b.main_seeds if m in MAIN_METHODS else b.seeds
+        row = {t: _cell(index, m, s, t, seeds) for t in TASKS}
+        if not row["sql"] + row["nli"]:
+            lines.append(f"| {Run(m, 'sql', s).label()} | | not yet run | not yet run |||||")
+            continue
+        first = (row["sql"] + row["nli"])[0]
         paper = PAPER4.get(m)
         if m == "lora" and s.get("r") != 2:
             paper = (74.0, 91.6) if paper else None  # the paper's larger LoRA (37.7M)
         lines.append(
-            f"| {first['label']} | {first['trainable']:,} | "
-            f"{_mean_sd([x['score'] for x in row['sql']])} | "
-            f"{_mean_sd([x['score'] for x in row['nli']])} | "
-            f"{np.median([x['step_ms'] for x in row['sql']]):.0f} | "
+            f"| {Run(m, 'sql', s).label()} | {first['trainable']:,} | "
+            f"{mean_sd([x['score'] for x in row['sql']])} | "
+            f"{mean_sd([x['score'] for x in row['nli']])} | "
+            f"{' / '.join(_lr(row[t]) for t in TASKS)} | "
+            f"{np.median([x['step_ms'] for x in row['sql'] + row['nli']]):.0f} | "
             f"{first['state_bytes'] / 1024:,.0f} KiB | "
             f"{'—' if paper is None else f'{paper[0]} / {paper[1]}'} |"
         )
-        for t in ("sql", "nli"):
-            score = (
-                np.mean([x["score"] for x in row[t]]) if row[t][0]["score"] is not None else None
+        for t in TASKS:
+            scores = [x["score"] for x in row[t] if x["score"] is not None]
+            series.setdefault(t, []).append(
+                (first["trainable"], float(np.mean(scores)) if scores else None)
             )
-            series.setdefault(t, []).append((first["trainable"], score))
-    _plot(
+    plot(
         out_dir / "table4.png",
         {f"{t} ({METRICS[t]})": sorted(p) for t, p in series.items()},
         "trainable parameters",
         f"Table 4 ({b.name} budget): score against trainable parameters",
     )
     lines += ["", "![score against trainable parameters](table4.png)"]
-    return _write(out_dir / "table4.md", lines)
+    return write(out_dir / "table4.md", lines)
+
+
+def _lr(records: list) -> str:
+    return f"{records[0]['run']['lr']:g}" if records else "—"
 
 
 def _tag(targets) -> str:
@@ -268,43 +256,45 @@ def _tag(targets) -> str:
 def table5(budget: str, out_dir: Path, progress: bool = True) -> Path:
     """One parameter budget spent on different weight types (the paper's Table 5)."""
     b, out_dir = get_budget(budget), Path(out_dir)
-    runs = table5_runs(b)
-    recs = _by(run_all(runs, out_dir / "cache", progress, desc="table5"), runs)
+    recs = _records("table5", b, out_dir, progress)
+    index = _index(recs)
     lines = header(
         "Table 5 (LoRA section 7.1)", b, list(recs.values()),
-        "LoRA with the same number of trainable parameters on different attention weights.",
+        f"LoRA with the same number of trainable parameters on different attention weights, "
+        f"alpha = {P.ALPHA:g}.",
     )  # fmt: skip
     lines += [
-        f"Seed {b.seeds[0]}. Paper: GPT-3 175B, 18M trainable, WikiSQL / MNLI-m.",
+        f"Mean ± standard deviation over seeds {list(b.seeds)}. Paper: GPT-3 175B, 18M "
+        "trainable, WikiSQL / MNLI-m.",
         "",
         "| weights | r | trainable | " + " | ".join(t.upper() for t in b.tasks5) + " | paper |",
         "|---|---:|---:|" + "---:|" * len(b.tasks5) + "---:|",
     ]
-    for t, r in TABLE5_ROWS[: b.table5_rows]:
-        cells = {x.task: recs[x] for x in runs if dict(x.settings)["targets"] == t}
-        first = next(iter(cells.values()))
+    for (_, s), (t, r) in zip(_lora_rows(TABLE5_ROWS[: b.table5_rows]), TABLE5_ROWS):
+        cells = {task: _cell(index, "lora", s, task, b.seeds) for task in b.tasks5}
+        first = next((x[0] for x in cells.values() if x), {"trainable": 2 * 128 * 8 * 4})
         paper = PAPER5[_tag(t)]
         lines.append(
             f"| W{', W'.join(t)} | {r} | {first['trainable']:,} | "
-            + " | ".join(_pct(cells[task]["score"]) for task in b.tasks5)
+            + " | ".join(mean_sd([x["score"] for x in cells[task]]) for task in b.tasks5)
             + f" | {paper[0]} / {paper[1]} |"
         )
-    return _write(out_dir / "table5.md", lines)
+    return write(out_dir / "table5.md", lines)
 
 
 def table6(budget: str, out_dir: Path, progress: bool = True) -> Path:
     """LoRA's rank r (the paper's Table 6), with a plot of score against r."""
     b, out_dir = get_budget(budget), Path(out_dir)
-    runs = table6_runs(b)
-    recs = _by(run_all(runs, out_dir / "cache", progress, desc="table6"), runs)
+    recs = _records("table6", b, out_dir, progress)
+    index = _index(recs)
     lines = header(
         "Table 6 (LoRA section 7.2)", b, list(recs.values()),
         f"LoRA at several ranks r, alpha = {TABLE6_ALPHA:g} at every rank (the paper's rule: "
         f"scaling {TABLE6_ALPHA:g}/r).",
     )  # fmt: skip
     lines += [
-        f"Seed {b.seeds[0]}; task(s): {', '.join(b.tasks6)}. Paper: GPT-3 175B, WikiSQL "
-        "(r = 1, 2, 4, 8, 64).",
+        f"Mean ± standard deviation over seeds {list(b.seeds)}; task(s): {', '.join(b.tasks6)}. "
+        "Paper: GPT-3 175B, WikiSQL (r = 1, 2, 4, 8, 64).",
         "",
         "| task | weights | " + " | ".join(f"r={r}" for r in b.ranks) + " | paper |",
         "|---|---|" + "---:|" * len(b.ranks) + "---|",
@@ -313,91 +303,27 @@ def table6(budget: str, out_dir: Path, progress: bool = True) -> Path:
     for task in b.tasks6:
         for t in TABLE6_TARGETS:
             row = {
-                dict(x.settings)["r"]: recs[x]
-                for x in runs
-                if x.task == task and dict(x.settings)["targets"] == t
+                r: _cell(index, "lora", {"r": r, "alpha": P.ALPHA, "targets": t}, task, b.seeds)
+                for r in b.ranks
             }
             paper = " / ".join(map(str, PAPER6[_tag(t)])) if task == "sql" else "—"
             lines.append(
                 f"| {task} | W{', W'.join(t)} | "
-                + " | ".join(_pct(row[r]["score"]) for r in b.ranks)
+                + " | ".join(mean_sd([x["score"] for x in row[r]]) for r in b.ranks)
                 + f" | {paper} |"
             )
-            series[f"{task}: W{', W'.join(t)}"] = [(r, row[r]["score"]) for r in b.ranks]
-    _plot(out_dir / "table6.png", series, "rank r", f"Table 6 ({b.name} budget): score against r")
+            series[f"{task}: W{', W'.join(t)}"] = [
+                (r, float(np.mean([x["score"] for x in row[r]])) if row[r] else None)
+                for r in b.ranks
+            ]
+    plot(out_dir / "table6.png", series, "rank r", f"Table 6 ({b.name} budget): score against r")
     lines += ["", "![score against rank](table6.png)"]
-    return _write(out_dir / "table6.md", lines)
+    return write(out_dir / "table6.md", lines)
 
 
-def _paper_counts() -> list[tuple]:
-    """(model, method, the paper's printed count in millions, the formula's count)."""
-    from minilora.paper import counting as c
+TABLES = {"table4": table4, "table5": table5, "table6": table6}
 
-    return [
-        ("RoBERTa base", "LoRA Wq, Wv, r=8", 0.3, c.lora_params(c.ROBERTA_BASE, 8)),
-        ("RoBERTa large", "LoRA Wq, Wv, r=8", 0.8, c.lora_params(c.ROBERTA_LARGE, 8)),
-        ("DeBERTa XXL", "LoRA Wq, Wv, r=16 (table says 8)", 4.7, c.lora_params(c.DEBERTA_XXL, 16)),
-        ("GPT-2 medium", "LoRA Wq, Wv, r=4", 0.35, c.lora_params(c.GPT2_MEDIUM, 4)),
-        ("GPT-2 large", "LoRA Wq, Wv, r=4", 0.77, c.lora_params(c.GPT2_LARGE, 4)),
-        ("GPT-2 medium", "FT-Top2", 25.19, c.ft_top2_params(c.GPT2_MEDIUM)),
-        ("GPT-3 175B", "LoRA Wq, Wv, r=1", 4.7, c.lora_params(c.GPT3_175B, 1)),
-        ("GPT-3 175B", "LoRA Wq, Wv, r=8", 37.7, c.lora_params(c.GPT3_175B, 8)),
-        ("GPT-3 175B", "LoRA Wq, r=8 (Table 5)", 18.0, c.lora_params(c.GPT3_175B, 8, ("q",))),
-        ("GPT-3 175B", "PreEmbed l_p=256, l_i=8", 3.2, c.preembed_params(c.GPT3_175B, 256, 8)),
-        ("GPT-3 175B", "AdapterH r=1", 7.1, c.adapterH_params(c.GPT3_175B, 1)),
-        ("GPT-3 175B", "AdapterH r=8", 40.1, c.adapterH_params(c.GPT3_175B, 8)),
-        ("GPT-3 175B", "AdapterH r=64", 304.4, c.adapterH_params(c.GPT3_175B, 64)),
-    ]
-
-
-def counts(budget: str, out_dir: Path, progress: bool = True) -> Path:
-    """The paper's printed parameter counts beside ``minilora.paper.counting``'s formulas,
-    and every method's count on our base model: formula and built model."""
-    from minilora.lora import count_parameters
-    from minilora.paper.baselines import apply_method, trainable_count
-    from minilora.work.pretrained import load_pretrained
-
-    get_budget(budget)
-    out_dir = Path(out_dir)
-    lines = [
-        "# Trainable parameter counts (LoRA section 5.1)",
-        "",
-        "The paper prints counts in millions, rounded; the formula is "
-        "`minilora.paper.counting`'s (no model built). The same at every budget.",
-        "",
-        "| model | method | paper prints | formula | formula, rounded | agrees |",
-        "|---|---|---:|---:|---:|---|",
-    ]
-    for model, method, printed, formula in _paper_counts():
-        digits = len(str(printed).split(".")[1])
-        rounded = round(formula / 1e6, digits)
-        if abs(rounded - printed) < 1e-9:
-            ok = "yes"
-        elif printed == 18.0 and int(formula / 1e6) == 18:
-            ok = "yes (the paper truncates: 18M)"
-        else:
-            ok = "NO (see docs/REPRODUCTION.md)"
-        lines.append(f"| {model} | {method} | {printed}M | {formula:,} | {rounded}M | {ok} |")
-    lines += [
-        "",
-        "## Every method on our base model (char-small: 4 blocks, d_model 128)",
-        "",
-        "| method | settings | formula | built model | % of the base model |",
-        "|---|---|---:|---:|---:|",
-    ]
-    for m in METHODS:
-        gpt, _, _ = load_pretrained("char-small")
-        total = count_parameters(gpt).total
-        formula = trainable_count(m, gpt.config)
-        built = count_parameters(apply_method(gpt, m, None, np.random.default_rng(0))).trainable
-        settings = ", ".join(f"{k}={v}" for k, v in DEFAULTS[m].items() if v is not None)
-        lines.append(
-            f"| {LABELS[m]} | {settings or '—'} | {formula:,} | {built:,} | "
-            f"{100 * built / total:.2f} |"
-        )
-    return _write(out_dir / "counts.md", lines)
-
-
-TABLES = {"table4": table4, "table5": table5, "table6": table6, "counts": counts}
-
-__all__ = ["BUDGETS", "LR", "TABLES", "Budget", "get_budget", "table4_runs", "table5_runs"]
+__all__ = [
+    "BUDGETS", "LR", "RUN_LISTS", "TABLES", "Budget", "get_budget", "table4_runs",
+    "table5_runs", "table6_runs",
+]  # fmt: skip

@@ -31,12 +31,16 @@ def finetune_recipe(
     seed: int = 0,
     eval_batches: int = 4,
     progress: bool = True,
+    eval_every: int = 0,
 ) -> TrainConfig:
     """The project's one fine-tuning recipe (demo, CLI, Tables 4-6, section 7).
 
     AdamW at ``lr`` with a linear warm-up over the first 5% of the steps and
     cosine decay after it, no weight decay (the adapters start at B = 0 and
-    decay would pull them back to it), no evaluation during training.
+    decay would pull them back to it). With ``eval_every`` = 0 (the default), no
+    evaluation during training and the last step is what is kept; otherwise the
+    validation loss is measured every ``eval_every`` steps and the weights of the
+    best one are put back at the end (the protocol of minilora.paper.protocol).
     """
     return TrainConfig(
         steps=steps,
@@ -44,10 +48,11 @@ def finetune_recipe(
         lr=lr,
         warmup=max(1, steps // 20),
         weight_decay=0.0,
-        eval_every=0,
+        eval_every=eval_every,
         eval_batches=eval_batches,
         seed=seed,
         progress=progress,
+        restore_best=eval_every > 0,
     )
 
 

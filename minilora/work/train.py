@@ -43,6 +43,9 @@ class TrainConfig:
     eval_batches: int = 8
     seed: int = 0
     progress: bool = True
+    # keep the trainable weights of the best validation loss in memory and put them back
+    # at the end, so the model returned is the best checkpoint, not the last step
+    restore_best: bool = False
 
     def __post_init__(self):
         if self.steps < 1 or self.batch_size < 1:
@@ -60,6 +63,8 @@ class TrainResult:
     final_train_loss: float = math.nan
     seconds: float = 0.0
     step_seconds: float = 0.0  # median time of a training step
+    best_step: int = 0  # the step of the best validation loss (the weights kept, restore_best)
+    diverged: str | None = None  # with restore_best: why training stopped early (best kept)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -133,6 +138,8 @@ def train(model, get_batch, config: TrainConfig, out_dir=None, save=None) -> Tra
     start = time.perf_counter()
     step_times, recent = [], []
     saved = False  # whether out_dir/last holds a checkpoint of this run
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    best_weights = None  # copies of the trainable weights at the best validation loss
 
     def diverged(what: str, value: float, step: int) -> TrainingDiverged:
         where = f"; the last good checkpoint is in {Path(out_dir) / 'last'}" if saved else ""
@@ -151,6 +158,9 @@ def train(model, get_batch, config: TrainConfig, out_dir=None, save=None) -> Tra
         x, y = get_batch("train", rng)
         value = train_step(model, optimizer, x, y, config.grad_clip)
         if not math.isfinite(value):
+            if config.restore_best and best_weights is not None:
+                result.diverged = str(diverged("training loss", value, step + 1))
+                break  # a learning-rate sweep keeps the best weights and goes on
             raise diverged("training loss", value, step + 1)
         step_times.append(time.perf_counter() - t0)
         recent = (recent + [value])[-20:]
@@ -160,6 +170,9 @@ def train(model, get_batch, config: TrainConfig, out_dir=None, save=None) -> Tra
         if (config.eval_every and (step + 1) % config.eval_every == 0) or last:
             val = estimate_loss(model, get_batch, config.eval_batches, config.seed + 1)
             if not math.isfinite(val):  # never overwrite the last good checkpoint with this
+                if config.restore_best and best_weights is not None:
+                    result.diverged = str(diverged("validation loss", val, step + 1))
+                    break
                 raise diverged("validation loss", val, step + 1)
             record = {
                 "step": step + 1,
@@ -176,9 +189,16 @@ def train(model, get_batch, config: TrainConfig, out_dir=None, save=None) -> Tra
                 saved = True
                 if val < result.best_val_loss:
                     save(model, Path(out_dir) / "best")
+            if val < result.best_val_loss:
+                result.best_step = step + 1
+                if config.restore_best:
+                    best_weights = [p.data.copy() for p in trainable]
             result.best_val_loss = min(result.best_val_loss, val)
     bar.close()
-    result.final_train_loss = float(np.mean(recent))
+    if best_weights is not None:
+        for p, w in zip(trainable, best_weights):
+            p.data[...] = w
+    result.final_train_loss = float(np.mean(recent)) if recent else math.nan
     result.seconds = time.perf_counter() - start
     result.step_seconds = float(np.median(step_times))
     return result

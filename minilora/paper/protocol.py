@@ -1,0 +1,166 @@
+"""The protocol every table of ``minilora reproduce --budget full`` runs under.
+
+Written out in docs/REPRODUCTION.md ("The protocol"); in short:
+
+* **One budget for every run**: ``STEPS`` steps of batch ``BATCH_SIZE`` from
+  ``N_TRAIN`` examples, AdamW with warm-up and cosine decay (``finetune_recipe``),
+  the validation loss every ``EVAL_EVERY`` steps, and the weights of the best
+  validation loss scored (kept in memory, put back at the end of training).
+* **The learning rate chosen on the validation split**: for every method and task,
+  a seed-0 run at each rate of ``grid(method)`` (five rates 3x apart around the
+  method's old default, ``DEFAULT_LR``), scored on ``N_VAL_SCORED`` validation
+  questions; the best validation score wins (ties: the lower validation loss).
+  When the winner sits at the grid's edge the grid is extended by one rate on that
+  side (up to ``MAX_EXTENSIONS`` times). LoRA's rate is swept for r = 8 on Wq, Wv
+  and used for every LoRA row of the task (Tables 4, 5, 6): with alpha fixed, the
+  paper tunes the rate, not alpha, per task.
+* **alpha = 16 for every LoRA run** (``ALPHA``; scaling 16 / r, the paper's rule).
+* **Scored on 1,000 test questions** (``experiments.N_TEST``), **seeds 0-2 per cell,
+  0-4 for Table 4's LoRA and FT rows**; the seed-0 run at the chosen rate is the
+  sweep's own run (the same run: the same key and record).
+
+``choose_rate`` reads records through ``Records`` (committed records first, then the
+cache) and, given ``compute``, runs what is missing. ``minilora.paper.reproduce.plan``
+lists what is missing and estimates its CPU time from the records there are.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from minilora.paper.experiments import N_TEST, Cache, Run, run_all
+
+STEPS = 1200
+EVAL_EVERY = 200
+BATCH_SIZE = 16
+N_TRAIN = 4000
+N_VAL_SCORED = 500  # validation questions each run scores (for the choice of rate)
+SWEEP_SEED = 0
+ALPHA = 16.0
+# The rates used before the protocol (fixed by hand); the centres of the grids.
+DEFAULT_LR = {
+    "ft": 1e-3, "ft-top2": 1e-3, "bitfit": 1e-2, "preembed": 1e-2, "prelayer": 1e-2,
+    "adapterh": 1e-2, "adapterl": 1e-2, "lora": 2e-2,
+}  # fmt: skip
+GRID = (-2, -1, 0, 1, 2)  # powers of 3 around the default
+MAX_EXTENSIONS = 2
+# The LoRA configuration whose sweep sets LoRA's rate for a task.
+LORA_SWEPT = {"r": 8, "alpha": ALPHA, "targets": ("q", "v")}
+# Seconds one 1,200-step run takes on one core of the 2-core machine, when no record says
+# (measured 2026-11-29; see docs/REPRODUCTION.md); plan() prefers the records' own times.
+RUN_SECONDS = 300.0
+
+
+def rate(method: str, k: int) -> float:
+    """The k-th rate of a method's ladder: DEFAULT_LR * 3**k, to two significant digits."""
+    return float(f"{DEFAULT_LR[method] * 3.0**k:.2g}")
+
+
+def swept_settings(method: str) -> dict:
+    return dict(LORA_SWEPT) if method == "lora" else {}
+
+
+def protocol_run(b, method: str, task: str, settings: dict, seed: int, lr: float) -> Run:
+    """The run of one cell under budget ``b`` (a ``tables.Budget``)."""
+    return Run(
+        method, task, settings, seed=seed, steps=b.steps, batch_size=b.batch_size, lr=lr,
+        n_train=b.n_train, n_eval=b.n_eval, eval_every=b.eval_every, n_val_eval=b.n_val_eval,
+    )  # fmt: skip
+
+
+def _merit(record: dict) -> tuple:
+    """How good a sweep point is: the validation score, then the lower validation loss."""
+    score = record.get("val_score")
+    loss = record.get("val_loss")
+    loss = loss if loss is not None and loss == loss else float("inf")
+    return (-1.0 if score is None else score, -loss)
+
+
+def best_of(points: dict) -> float:
+    """The rate of the best record among {rate: record}."""
+    return max(points, key=lambda lr: _merit(points[lr]))
+
+
+class Records:
+    """Reads records: the committed ones (``experiments.RECORDS``) first, then ``cache_dir``."""
+
+    def __init__(self, cache_dir=None):
+        from minilora.paper import experiments
+
+        self.directories = [Path(experiments.RECORDS)]  # looked up late: tests replace it
+        if cache_dir is not None:
+            self.directories.append(Path(cache_dir))
+
+    def get(self, run: Run) -> dict | None:
+        for directory in self.directories:
+            record = Cache(directory).get(run)
+            if record is not None:
+                return record
+        return None
+
+
+def choose_rate(b, method: str, task: str, records: Records, compute=None) -> tuple:
+    """(chosen rate or None, {rate: record}) for ``method`` on ``task`` under ``b``.
+
+    Without a sweep in ``b`` (the quick budget) the default rate, untuned. With one,
+    the grid's records; those missing are computed by ``compute(runs)`` (a
+    ``run_all``-like function) when given, else the answer is (None, what there is).
+    """
+    if not b.sweep:
+        return DEFAULT_LR[method], {}
+    ks = list(GRID)
+    for _ in range(MAX_EXTENSIONS + 1):
+        runs = {
+            rate(method, k): protocol_run(
+                b, method, task, swept_settings(method), SWEEP_SEED, rate(method, k)
+            )
+            for k in ks
+        }
+        if compute is not None:
+            missing = [r for r in runs.values() if records.get(r) is None]
+            if missing:
+                compute(missing)
+        points = {lr: records.get(r) for lr, r in runs.items()}
+        if any(rec is None for rec in points.values()):
+            return None, {lr: rec for lr, rec in points.items() if rec is not None}
+        best = best_of(points)
+        if best == rate(method, ks[-1]):
+            ks.append(ks[-1] + 1)
+        elif best == rate(method, ks[0]):
+            ks.insert(0, ks[0] - 1)
+        else:
+            return best, points
+    return best, points  # still at an edge after MAX_EXTENSIONS: said so in the sweep table
+
+
+def sweep_runs_missing(b, method: str, task: str, records: Records) -> list[Run]:
+    """The sweep runs still to do before the rate of ``method`` on ``task`` is known."""
+    lr, points = choose_rate(b, method, task, records)
+    if lr is not None or not b.sweep:
+        return []
+    return [
+        protocol_run(b, method, task, swept_settings(method), SWEEP_SEED, rate(method, k))
+        for k in GRID
+        if rate(method, k) not in points
+    ]
+
+
+def compute_with(cache_dir, progress: bool, desc: str):
+    """``compute(runs)`` for ``choose_rate``: run_all into ``cache_dir``."""
+
+    def compute(runs):
+        run_all(runs, cache_dir, progress, desc=desc)
+
+    return compute
+
+
+def estimate_seconds(records: list[dict]) -> float:
+    """Seconds per run from the records there are (median of their run times), else RUN_SECONDS."""
+    times = sorted(r["seconds"] for r in records if r.get("run", {}).get("steps") == STEPS)
+    return times[len(times) // 2] if times else RUN_SECONDS
+
+
+__all__ = [
+    "ALPHA", "DEFAULT_LR", "EVAL_EVERY", "N_TEST", "STEPS", "Records", "choose_rate",
+    "protocol_run", "rate", "sweep_runs_missing", "estimate_seconds",
+]  # fmt: skip

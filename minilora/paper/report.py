@@ -1,0 +1,94 @@
+"""Writing the tables of ``minilora reproduce``: numbers in %, headers, plots, atomic files."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from minilora.work import io
+
+
+def pct(x) -> str:
+    return "—" if x is None else f"{100 * x:.1f}"
+
+
+def mean_sd(scores) -> str:
+    """Mean ± sample standard deviation in %, and the number of seeds (n) when not 1."""
+    scores = [s for s in scores if s is not None]
+    if not scores:
+        return "—"
+    if len(scores) == 1:
+        return pct(scores[0])
+    return f"{100 * np.mean(scores):.1f} ± {100 * np.std(scores, ddof=1):.1f} (n={len(scores)})"
+
+
+def header(title: str, b, records: list, what: str) -> list[str]:
+    """The table's title, the budget and the settings it ran with, and where it ran."""
+    from minilora.paper.experiments import BASE
+
+    lines = [f"# {title} on {BASE} ({b.name} budget)", ""]
+    if b.name == "quick":
+        lines += [
+            "**Quick budget: a smoke test, not results.** A few training steps and a few "
+            "test questions check that every run works end to end; the numbers mean nothing.",
+            "",
+        ]
+    run = records[0]["run"] if records else {}
+    rates = sorted({(r["label"].split(" (")[0], r["run"]["task"], r["run"]["lr"]) for r in records})
+    how = "chosen on the validation split, sweeps.md" if b.sweep else "untuned defaults"
+    lines += [
+        f"{what} Each run: {run.get('steps')} steps of batch {run.get('batch_size')} from "
+        f"{run.get('n_train')} training examples, validation loss every {b.eval_every} steps "
+        f"and the best checkpoint scored on {run.get('n_eval')} test questions "
+        f"(sql: exact match, nli: accuracy, in %). Learning rates of these runs ({how}): "
+        + ", ".join(f"{m} {t} {lr:g}" for m, t, lr in rates)
+        + ".",
+        "",
+        f"Made by `minilora reproduce` on {time.strftime('%Y-%m-%d')} from "
+        f"{len(records)} run records ({', '.join(sorted({r['date'][:10] for r in records}))}; "
+        f"{', '.join(sorted({_where(r) for r in records}))}). "
+        "Step times are medians on that machine and vary with its load.",
+        "",
+    ]
+    return lines
+
+
+def _where(record: dict) -> str:
+    return f"{record.get('cpu', record['machine'])}, {record.get('device', 'cpu')}"
+
+
+def plot(
+    path: Path, series: dict, xlabel: str, title: str, logx: bool = True, ylabel: str = "score (%)"
+) -> None:
+    """One line (or set of points) per name: [(x, y)], y in [0, 1]."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, points in series.items():
+        points = [(x, y) for x, y in points if y is not None]
+        if points:
+            xs, ys = zip(*points)
+            ax.plot(xs, [100 * y for y in ys], "o-" if len(xs) > 1 else "o", label=name)
+    if logx:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    if ax.get_lines():
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write(path: Path, lines: list[str]) -> Path:
+    io.write_atomic(path, ("\n".join(lines) + "\n").encode())
+    return path
+
+
+__all__ = ["header", "mean_sd", "pct", "plot", "write"]

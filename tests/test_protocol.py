@@ -1,0 +1,137 @@
+"""The protocol (minilora.paper.protocol) and the committed run records."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from minilora.paper import experiments, protocol, reproduce, tables
+from minilora.paper.experiments import RECORDS, Cache, execute
+from minilora.work import io
+
+FIXTURES = Path(__file__).parent / "fixtures" / "records"
+TINY = tables.Budget(  # the budget of tests/fixtures/make_records.py
+    "tiny", 3, (0,), (0,), 24, 4, 4, ("sql", "nli"), ("sql",), (1,), 1, eval_every=3,
+    n_val_eval=4, sweep=False,
+)  # fmt: skip
+
+
+def test_the_grid_is_five_rates_three_apart_around_the_old_default():
+    for method, default in protocol.DEFAULT_LR.items():
+        rates = [protocol.rate(method, k) for k in protocol.GRID]
+        assert len(rates) >= 5 and protocol.rate(method, 0) == default
+        assert rates[0] < default < rates[-1]
+        for a, b in zip(rates, rates[1:]):
+            assert 2.5 < b / a < 3.5
+
+
+def _fake(tmp_path, b, method, task, scores: dict) -> None:
+    """Records of a sweep: {k: validation score} for the rate of ladder step k."""
+    for k, score in scores.items():
+        lr = protocol.rate(method, k)
+        run = protocol.protocol_run(b, method, task, protocol.swept_settings(method), 0, lr)
+        Cache(tmp_path).put(run, {"key": run.key(), "val_score": score, "val_loss": 1 - score})
+
+
+def test_the_rate_is_chosen_on_validation_and_the_grid_extended_at_an_edge(tmp_path, monkeypatch):
+    monkeypatch.setattr(experiments, "RECORDS", tmp_path / "none")  # no committed records
+    b = tables.get_budget("full")
+    records = protocol.Records(tmp_path)
+    assert protocol.choose_rate(b, "ft", "sql", records) == (None, {})
+    _fake(tmp_path, b, "ft", "sql", {-2: 0.1, -1: 0.5, 0: 0.7, 1: 0.6, 2: 0.0})
+    lr, points = protocol.choose_rate(b, "ft", "sql", records)
+    assert lr == protocol.rate("ft", 0) and len(points) == 5
+    # the best at the top edge: one more rate is needed, and computed when asked
+    _fake(tmp_path, b, "lora", "sql", {-2: 0.1, -1: 0.2, 0: 0.3, 1: 0.4, 2: 0.5})
+    lr, points = protocol.choose_rate(b, "lora", "sql", records)
+    assert lr is None and len(points) == 5
+    asked = []
+
+    def compute(runs):
+        asked.extend(runs)
+        _fake(tmp_path, b, "lora", "sql", {3: 0.45})
+
+    lr, points = protocol.choose_rate(b, "lora", "sql", records, compute)
+    assert [r.lr for r in asked] == [protocol.rate("lora", 3)]
+    assert lr == protocol.rate("lora", 2) and len(points) == 6
+    # ties go to the lower validation loss
+    assert protocol.best_of({1.0: {"val_score": 0.5, "val_loss": 0.2},
+                             2.0: {"val_score": 0.5, "val_loss": 0.1}}) == 2.0  # fmt: skip
+
+
+def test_plan_lists_what_is_missing_and_its_time(tmp_path, monkeypatch):
+    monkeypatch.setattr(experiments, "RECORDS", tmp_path / "none")
+    text = reproduce.plan(["table4"], "full", tmp_path)
+    sweeps = 8 * 2 * len(protocol.GRID)  # every method's grid on both tasks
+    assert f"0 runs recorded; {sweeps} missing now" in text
+    # after the sweeps: 7 rows x 3 seeds + LoRA r=2 x 3 + 2 main rows x 4 more seeds (seed 0
+    # is the sweep's own run for FT and LoRA r = 8, and for the other 6 methods too)
+    assert f"about {2 * (7 * 2 + 3 + 2 * 4)} more" in text
+    assert "CPU hours" in text
+
+
+def test_a_table_is_rebuilt_from_committed_records_without_training(tmp_path, monkeypatch):
+    monkeypatch.setattr(experiments, "RECORDS", FIXTURES)
+
+    def no_training(run, progress=False):
+        raise AssertionError(f"{run.key()} should have been read from the records")
+
+    monkeypatch.setattr(experiments, "execute", no_training)
+    text = tables.table4(TINY, tmp_path, progress=False).read_text()
+    ft = json.loads(next(FIXTURES.glob("ft-sql-*.json")).read_text())
+    assert "| FT | 823,168 |" in text
+    assert f"from 18 run records ({ft['date'][:10]}" in text
+    assert not list(tmp_path.glob("cache/*.json"))  # nothing computed into the cache
+
+
+def test_records_say_where_and_when_they_ran_and_are_named_by_their_key():
+    for directory in (FIXTURES, RECORDS):
+        for path in directory.glob("*.json"):
+            record = io.read_json(path)
+            assert path.name == f"{record['key']}.json"
+            for field in ("date", "machine", "cpu", "numpy", "device", "curve", "best_step"):
+                assert record[field] is not None, (path.name, field)
+
+
+def test_a_recomputed_run_matches_its_record(monkeypatch, tmp_path):
+    monkeypatch.setattr(experiments, "RECORDS", FIXTURES)
+    run = protocol.protocol_run(TINY, "bitfit", "sql", {}, 0, protocol.DEFAULT_LR["bitfit"])
+    record = Cache(FIXTURES).get(run)
+    assert record is not None, "tests/fixtures/records is out of date: run make_records.py"
+    again = execute(run)
+    for key in ("score", "val_score", "best_step", "trainable", "total", "state_bytes"):
+        assert again[key] == record[key], key
+    assert again["val_loss"] == pytest.approx(record["val_loss"], rel=1e-5)
+    if again["cpu"] == record["cpu"] and again["numpy"] == record["numpy"]:
+        assert again["trained_digest"] == record["trained_digest"]
+
+
+def test_full_recorded_computes_nothing_and_marks_what_is_missing(tmp_path, monkeypatch):
+    monkeypatch.setattr(experiments, "RECORDS", tmp_path / "none")
+    monkeypatch.setattr(experiments, "execute", None)  # any training would fail
+    text = tables.table4("full-recorded", tmp_path, progress=False).read_text()
+    assert text.count("not yet run") >= 9
+    b = replace(tables.get_budget("full"), compute=False)
+    assert not b.compute and tables.get_budget("full").compute
+
+
+def test_a_run_that_diverges_keeps_and_scores_its_best_weights(monkeypatch):
+    from minilora.work import train as train_module
+
+    real, calls = train_module.estimate_loss, []
+
+    def nan_after_the_first(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs) if len(calls) == 1 else float("nan")
+
+    monkeypatch.setattr(train_module, "estimate_loss", nan_after_the_first)
+    b = replace(TINY, steps=6)
+    record = execute(
+        protocol.protocol_run(b, "lora", "sql", protocol.swept_settings("lora"), 0, 0.02)
+    )
+    assert "validation loss became nan at step 6" in record["diverged"]
+    assert record["best_step"] == 3 and record["score"] is not None
+    assert [c["step"] for c in record["curve"]] == [3]
