@@ -62,7 +62,8 @@ def _where(record: dict) -> str:
 def plot(
     path: Path, series: dict, xlabel: str, title: str, logx: bool = True, ylabel: str = "score (%)"
 ) -> None:
-    """One line (or set of points) per name: [(x, y)], y in [0, 1]."""
+    """One line per name: [(x, y)], y in [0, 1]; or labelled points, [(x, y, label)], each
+    marked and named and none joined (different methods are not a curve)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -70,10 +71,19 @@ def plot(
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, points in series.items():
-        points = [(x, y) for x, y in points if y is not None]
-        if points:
-            xs, ys = zip(*points)
-            ax.plot(xs, [100 * y for y in ys], "o-" if len(xs) > 1 else "o", label=name)
+        points = [p for p in points if p[1] is not None]
+        if not points:
+            continue
+        xs, ys = [p[0] for p in points], [100 * p[1] for p in points]
+        labelled = all(len(p) == 3 for p in points)
+        style = "o" if labelled or len(xs) == 1 else "o-"
+        (line,) = ax.plot(xs, ys, style, label=name)
+        if labelled:
+            for x, y, p in zip(xs, ys, points):
+                ax.annotate(
+                    p[2], (x, y), textcoords="offset points", xytext=(4, 3), fontsize=6,
+                    color=line.get_color(),
+                )  # fmt: skip
     if logx:
         ax.set_xscale("log")
     ax.set_xlabel(xlabel)

@@ -233,7 +233,11 @@ def table4(budget: str, out_dir: Path, progress: bool = True) -> Path:
         for t in TASKS:
             scores = [x["score"] for x in row[t] if x["score"] is not None]
             series.setdefault(t, []).append(
-                (first["trainable"], float(np.mean(scores)) if scores else None)
+                (
+                    first["trainable"],
+                    float(np.mean(scores)) if scores else None,
+                    Run(m, "sql", s).label(),
+                )
             )
     plot(
         out_dir / "table4.png",
