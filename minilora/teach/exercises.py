@@ -55,6 +55,15 @@ from minilora.teach.exercises_model import (  # noqa: F401
     check_training_step,
 )
 
+# the exercises of each notebook, in order (tests/test_notebooks.py holds the notebooks to it)
+EXERCISES = {
+    "01_autograd": ["matmul_backward", "unbroadcast", "softmax_backward", "layer_norm_backward"],
+    "02_lora_layer": ["lora_init", "lora_forward", "lora_grads", "merge", "lora_param_count"],
+    "03_tiny_gpt": ["greedy_decode"],
+    "04_finetune_and_merge": ["exact_match", "inject_lora", "training_step", "adamw_state_bytes"],
+    "05_understanding_updates": ["subspace_similarity"],
+}
+
 
 def add_cli(subparsers) -> dict:
     """Add ``minilora exercises {strip,golden,execute}``; return {name: handler}."""

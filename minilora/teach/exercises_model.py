@@ -358,12 +358,3 @@ def check_subspace_similarity(subspace_similarity) -> bool:
     return _check(
         "subspace_similarity", subspace_similarity, ("phi",), {"phi": hint}, extra, variants, crash
     )
-
-
-EXERCISES = {
-    "01_autograd": ["matmul_backward", "unbroadcast", "softmax_backward", "layer_norm_backward"],
-    "02_lora_layer": ["lora_init", "lora_forward", "lora_grads", "merge", "lora_param_count"],
-    "03_tiny_gpt": ["greedy_decode"],
-    "04_finetune_and_merge": ["exact_match", "inject_lora", "training_step", "adamw_state_bytes"],
-    "05_understanding_updates": ["subspace_similarity"],
-}
