@@ -1,6 +1,6 @@
 """minilora.paper.counting against the numbers printed in the LoRA paper (section 5.1).
 
-The expected values are the paper's (and PAPER.md's "Counting" section), not
+The expected values are the paper's (its section 5.1 and appendix counts), not
 this code's output: each test recomputes a printed count from the formula.
 """
 

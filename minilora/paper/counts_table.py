@@ -49,7 +49,7 @@ def unexplained_counts() -> list[tuple]:
         ("GPT-3 175B", "PreEmbed l_p=32, l_i=8 (appendix hyperparameter table)", None,
          c.preembed_params(gpt3, 32, 8),
          "the issue lists this printed count as one the formula does not give; its printed "
-         "value is not in our paper notes (shared/PAPER.md) and is left to be copied in"),
+         "value is not in the notes on the paper this project works from; left open"),
         ("GPT-3 175B", "LoRA Wq, Wk, Wv, Wo, r=2 (appendix D.4's 37.7M)", 37.7,
          c.lora_params(gpt3, 2, c.TARGETS),
          "as the issue reads appendix D.4; the formula gives half of it (18.9M, Table 5's "
