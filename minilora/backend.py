@@ -175,6 +175,86 @@ def describe(device: str) -> str:
     return name.decode() if isinstance(name, bytes) else str(name)
 
 
+# ---- element-wise work on every core ---------------------------------------------
+# NumPy runs an element-wise expression on one core, where PyTorch splits it over all of
+# them. The CPU fast paths (GELU, layer norm) do that by hand: the rows of an array are cut
+# into blocks of about BLOCK_ELEMENTS numbers (small enough that a chain of in-place
+# operations on one block stays in the core's cache), and the blocks are shared among
+# threads; NumPy releases the GIL inside its loops, so the threads run at once. The blocks
+# do not depend on the number of threads, and each row is computed exactly as it would be
+# in the whole array, so the results are the same bits on one thread or many.
+BLOCK_ELEMENTS = 1 << 16
+_threads = None  # cpu_threads(), read once
+_pool = None  # the worker threads, made on first use
+
+
+def cpu_threads() -> int:
+    """Threads for element-wise work on the CPU, read once from the environment.
+
+    MINILORA_NUM_THREADS, else OMP_NUM_THREADS or OPENBLAS_NUM_THREADS (the setting a run
+    gives its BLAS: a process told to use one core keeps to one), else the CPUs this process
+    may run on.
+    """
+    global _threads
+    if _threads is None:
+        for name in ("MINILORA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            value = os.environ.get(name, "").strip()
+            if not value:
+                continue
+            if not value.isdigit() or int(value) < 1:
+                raise ValueError(f"{name}={value!r}: expected a whole number of threads >= 1")
+            _threads = int(value)
+            break
+        else:
+            affinity = getattr(os, "sched_getaffinity", None)
+            _threads = len(affinity(0)) if affinity else (os.cpu_count() or 1)
+    return _threads
+
+
+def for_row_blocks(work, rows: int, row_size: int, xp=np) -> None:
+    """Call ``work(start, stop)`` on blocks of rows that cover ``range(rows)`` once each.
+
+    On the CPU the blocks hold about BLOCK_ELEMENTS numbers and run on ``cpu_threads()``
+    threads; ``work`` must write only its own rows. With CuPy (``xp`` not NumPy) the GPU
+    already runs element-wise work in parallel: one call covers every row.
+    """
+    if xp is not np or rows == 0:
+        work(0, rows)
+        return
+    step = max(1, BLOCK_ELEMENTS // max(row_size, 1))
+    blocks = [(start, min(start + step, rows)) for start in range(0, rows, step)]
+    n = min(cpu_threads(), len(blocks))
+    if n == 1:
+        for start, stop in blocks:
+            work(start, stop)
+        return
+    global _pool
+    if _pool is None or _pool._max_workers < n - 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _pool = ThreadPoolExecutor(n - 1, thread_name_prefix="minilora")
+
+    def share(k):  # every n-th block, from the k-th
+        for start, stop in blocks[k::n]:
+            work(start, stop)
+
+    futures = [_pool.submit(share, k) for k in range(1, n)]
+    try:
+        share(0)
+    finally:
+        for future in futures:  # wait for all; the first error, if any, is raised
+            future.result()
+
+
+def _forget_pool():  # a forked child has none of its parent's threads
+    global _pool
+    _pool = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
+
+
 # ---- the fast-path switch ------------------------------------------------------
 # Ops whose fastest form hides their formula (in-place buffers, fused kernels) are
 # written twice: the plain version as the math reads, and a fast version beside
