@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
+from minilora.transformer import GPT, GPTConfig
 from minilora.work.data import build_vocabulary, pretraining_text, random_batch, split_text
-from minilora.work.pretrained import SMALL, load_pretrained, resolve_model
+from minilora.work.pretrained import SMALL, load_pretrained, resolve_model, text_loss
 from minilora.work.train import estimate_loss
 
 # A model that only knew character frequencies would score the unigram entropy
@@ -70,3 +71,20 @@ def test_unknown_pretrained_name_lists_the_available_ones():
         load_pretrained("gpt-9")
     with pytest.raises(Exception, match="not a directory|not found"):
         resolve_model("/nonexistent/dir")
+
+
+def test_text_loss_is_the_mean_over_the_windows_that_tile_the_text():
+    config = GPTConfig(vocab_size=7, block_size=8, n_layer=1, n_head=2, d_model=8)
+    model = GPT(config, generator=np.random.default_rng(0))
+    ids = np.random.default_rng(1).integers(0, 7, size=8 * 5 + 3)  # 5 whole windows, 2 left over
+    expected = []
+    for w in range(5):  # NumPy's cross-entropy of each window's logits, one window at a time
+        x, y = ids[8 * w : 8 * w + 8], ids[8 * w + 1 : 8 * w + 9]
+        logits = model(x[None])[0].data[0].astype(np.float64)
+        log_p = logits - logits.max(-1, keepdims=True)
+        log_p -= np.log(np.exp(log_p).sum(-1, keepdims=True))
+        expected.append(-log_p[np.arange(8), y].mean())
+    for batch_size in (1, 2, 16):
+        assert abs(text_loss(model, ids, batch_size) - np.mean(expected)) < 1e-5
+    with pytest.raises(ValueError, match="no window"):
+        text_loss(model, ids[:8])

@@ -18,15 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from minilora import backend
+from minilora.tensor import no_grad
 from minilora.transformer import GPT, GPTConfig
-from minilora.work.data import (
-    CharTokenizer,
-    build_vocabulary,
-    pretraining_text,
-    random_batch,
-    split_text,
-)
+from minilora.work.data import CharTokenizer, build_vocabulary, random_batch, split_text
 from minilora.work.io import load_model, save_model
+from minilora.work.mixed_corpus import corpus_parts, corpus_splits, describe_corpus
 from minilora.work.train import TrainConfig, train
 
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
@@ -48,17 +44,23 @@ SMALL_TRAINING = TrainConfig(
 
 
 def pretrain(
-    model_config: GPTConfig, train_config: TrainConfig, out_dir, command: str = "", device=None
+    model_config: GPTConfig,
+    train_config: TrainConfig,
+    out_dir,
+    command: str = "",
+    device=None,
+    corpus: str = "pydoc",
 ):
-    """Pretrain a GPT on the bundled corpus; write checkpoints under ``out_dir``.
+    """Pretrain a GPT on a named corpus; write checkpoints under ``out_dir``.
 
-    Returns (model, tokenizer, TrainResult). ``out_dir`` gets ``last/``,
-    ``best/`` and, at the end, the final model itself (config.json and
-    model.safetensors) with the run's figures in its meta.
+    ``corpus`` is one of ``minilora.work.mixed_corpus.CORPORA``: "pydoc" (the
+    default, char-small's) or "mixed" (char-small-mixed's). Returns (model,
+    tokenizer, TrainResult). ``out_dir`` gets ``last/``, ``best/`` and, at the
+    end, the final model itself (config.json and model.safetensors) with the
+    run's figures in its meta.
     """
     tokenizer = CharTokenizer(build_vocabulary())
-    ids = tokenizer.encode(pretraining_text())
-    train_ids, val_ids = split_text(ids, val_fraction=0.1)
+    train_ids, val_ids = corpus_splits(corpus, tokenizer, val_fraction=0.1)
     config = GPTConfig(**{**model_config.to_dict(), "vocab_size": tokenizer.vocab_size})
     model = GPT(config, generator=np.random.default_rng(train_config.seed))
     if device is not None:
@@ -70,8 +72,9 @@ def pretrain(
 
     meta = {
         "command": command,
-        "corpus": "pydoc_data.topics",
-        "corpus_tokens": int(len(ids)),
+        "corpus": describe_corpus(corpus),
+        "corpus_name": corpus,
+        "corpus_tokens": int(len(train_ids) + len(val_ids)),
         "device": f"{model.wte.weight.device}: {backend.describe(model.wte.weight.device)}",
     }
 
@@ -96,6 +99,43 @@ def pretrain(
     )
     save_model(model, out_dir, tokenizer, meta)
     return model, tokenizer, result
+
+
+@no_grad()
+def text_loss(model, ids: np.ndarray, batch_size: int = 16) -> float:
+    """Mean next-character loss (nats) over every whole, non-overlapping window of ``ids``.
+
+    No sampling: the windows tile the text from its start, so the figure is the
+    same on every call and for every model of the same context length.
+    """
+    ids = np.asarray(ids)
+    T = model.config.block_size
+    n = (len(ids) - 1) // T
+    if n < 1:
+        raise ValueError(f"{len(ids)} tokens hold no window of {T} plus its target")
+    was_training = model.training
+    model.eval()
+    total = 0.0
+    for first in range(0, n, batch_size):
+        starts = np.arange(first, min(first + batch_size, n)) * T
+        positions = starts[:, None] + np.arange(T)[None, :]
+        total += model(ids[positions], ids[positions + 1])[1].item() * len(starts)
+    model.train(was_training)
+    return total / n
+
+
+def corpus_losses(model, tokenizer) -> dict[str, float]:
+    """A base model's loss on the validation text of each part of the "mixed" corpus.
+
+    {"pydoc": the documentation's last 10% (the validation split of both
+    bases), "generated": the generated text's last 10% (char-small-mixed's
+    validation split; text char-small has never seen in any form)}. Neither
+    base trained on either.
+    """
+    return {
+        part: text_loss(model, split_text(tokenizer.encode(text), 0.1)[1])
+        for part, text in corpus_parts("mixed").items()
+    }
 
 
 def load_pretrained(name: str = "char-small", device: str | None = None):
