@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
         "pretrain",
         help="pretrain a GPT on the bundled corpus",
         description="Pretrain a character-level GPT on the English text of Python's "
-        "documentation (pydoc_data.topics) and save it as a checkpoint directory.",
+        "documentation (pydoc_data.topics), or with --corpus mixed on that text plus as much "
+        "generated SQL and sentence text, and save it as a checkpoint directory.",
     )
     p.add_argument(
         "--out",
@@ -78,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=250,
         help="steps between evaluations (0: at the end)",
     )
+    p.add_argument("--corpus", choices=("pydoc", "mixed"), default="pydoc", help=CORPUS_HELP)
     cmd.common_arguments(p)
     cmd.outputs(p, ("out", "--out", "dir"))
 
@@ -87,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Continue a prompt with a model: the shipped 'char-small' or a "
         "checkpoint directory, optionally with a LoRA adapter directory.",
     )
-    p.add_argument("--model", default="char-small", help="'char-small' or a checkpoint directory")
+    p.add_argument("--model", default="char-small", help=MODEL_HELP)
     p.add_argument("--adapter", default=None, help="a LoRA adapter directory to apply")
     p.add_argument(
         "--prompt", default="The ", help="text to continue (characters of the model's vocabulary)"
@@ -105,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Fine-tune LoRA on a generated downstream task and save the "
         "adapter in Hugging Face PEFT's layout.",
     )
-    p.add_argument("--model", default="char-small", help="'char-small' or a checkpoint directory")
+    p.add_argument("--model", default="char-small", help=MODEL_HELP)
     p.add_argument("--task", default="sql", choices=TASKS, help="sql or nli")
     p.add_argument("--steps", type=cmd.integer(1), default=600)
     p.add_argument("--batch-size", type=cmd.integer(1), default=16)
@@ -124,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Compute W = W0 + (alpha/r) B A once and write a plain model "
         "that runs with no extra latency.",
     )
-    p.add_argument("--model", default="char-small", help="'char-small' or a checkpoint directory")
+    p.add_argument("--model", default="char-small", help=MODEL_HELP)
     p.add_argument("--adapter", required=True, help="the LoRA adapter directory")
     p.add_argument("--out", required=True, help="output checkpoint directory")
     cmd.outputs(p, ("out", "--out", "dir"))
@@ -140,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
         "result computes the same logits. Nothing is written unless the whole conversion "
         "succeeds.",
     )
-    p.add_argument("model", metavar="MODEL", help="'char-small' or a minilora checkpoint directory")
+    p.add_argument("model", metavar="MODEL", help=MODEL_HELP)
     p.add_argument("out", metavar="OUT", help="a new (or empty) output directory")
     p.add_argument(
         "--adapter",
@@ -177,6 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+MODEL_HELP = "a shipped model (char-small, char-small-mixed) or a checkpoint directory"
+CORPUS_HELP = "pydoc (char-small's) or mixed (char-small-mixed's: minilora.work.mixed_corpus)"
 DEBUG_HELP = "on an error, show the traceback instead of one line (also MINILORA_DEBUG=1)"
 TASKS = ("sql", "nli")  # minilora.work.tasks.TASKS (not imported here: --help stays light)
 
@@ -231,7 +235,9 @@ def _pretrain(args, command):
             "progress": not args.quiet,
         }
     )
-    _, _, result = pretrain(model_config, train_config, args.out, command, device=args.device)
+    _, _, result = pretrain(
+        model_config, train_config, args.out, command, device=args.device, corpus=args.corpus
+    )
     print(
         f"pretrained {args.steps} steps in {result.seconds:.0f} s: train loss "
         f"{result.final_train_loss:.4f}, validation loss {result.history[-1]['val_loss']:.4f}"

@@ -8,6 +8,7 @@ import pytest
 from minilora.cli import build_parser, main
 from minilora.interop.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 from minilora.work.io import load_model
+from minilora.work.mixed_corpus import CORPORA, corpus_parts
 
 TINY = [
     "--steps",
@@ -50,9 +51,25 @@ def test_pretrain_writes_a_loadable_checkpoint_with_its_record(tiny_checkpoint):
     assert model.config.n_layer == 1 and model.config.d_model == 16
     assert tokenizer.vocab_size == model.config.vocab_size
     assert meta["steps"] == 4 and "minilora pretrain" in meta["command"]
+    assert meta["corpus_name"] == "pydoc" and meta["corpus"] == "pydoc_data.topics"
     assert np.isfinite(meta["final_val_loss"])
     assert (tiny_checkpoint / "last" / "model.safetensors").is_file()
     assert (tiny_checkpoint / "best" / "model.safetensors").is_file()
+
+
+def test_pretrain_takes_the_corpus_by_name(tmp_path):
+    out = tmp_path / "mixed"
+    assert main(["pretrain", "--out", str(out), "--corpus", "mixed", *TINY]) == 0
+    _, _, meta = load_model(out)
+    assert meta["corpus_name"] == "mixed" and "mixed_corpus.generated_text" in meta["corpus"]
+    assert meta["corpus_tokens"] == sum(map(len, corpus_parts("mixed").values()))
+    parse = build_parser().parse_args
+    assert parse(["pretrain", "--out", "x"]).corpus == "pydoc"  # char-small's, by default
+    assert [parse(["pretrain", "--out", "x", "--corpus", c]).corpus for c in CORPORA] == list(
+        CORPORA
+    )
+    with pytest.raises(SystemExit):
+        parse(["pretrain", "--out", "x", "--corpus", "wiki"])
 
 
 def test_generate_prints_prompt_plus_requested_length(tiny_checkpoint, capsys):

@@ -1,10 +1,18 @@
-"""The shipped base model: it loads, it has learned its corpus, and it writes text."""
+"""The shipped base models: they load, they have learned their corpora, and they write text."""
 
 import numpy as np
 import pytest
 
+from minilora.transformer import GPT, GPTConfig
 from minilora.work.data import build_vocabulary, pretraining_text, random_batch, split_text
-from minilora.work.pretrained import SMALL, load_pretrained, resolve_model
+from minilora.work.mixed_corpus import corpus_parts
+from minilora.work.pretrained import (
+    PRETRAINED,
+    SMALL,
+    load_pretrained,
+    resolve_model,
+    text_loss,
+)
 from minilora.work.train import estimate_loss
 
 # A model that only knew character frequencies would score the unigram entropy
@@ -65,8 +73,62 @@ def test_generate_returns_the_requested_number_of_characters(shipped):
     assert again == text  # seeded sampling repeats
 
 
+@pytest.fixture(scope="module")
+def mixed():
+    return load_pretrained("char-small-mixed")
+
+
+def test_the_second_base_is_char_small_with_another_corpus(shipped, mixed):
+    # issue 17's controlled comparison: one shape, one tokenizer, one recipe; the corpus differs
+    (base, base_tokenizer, base_meta), (model, tokenizer, meta) = shipped, mixed
+    assert PRETRAINED == ("char-small", "char-small-mixed")
+    assert model.config == base.config and tokenizer == base_tokenizer
+    assert [p.shape for p in model.parameters()] == [p.shape for p in base.parameters()]
+    recipe = {k: v for k, v in base_meta["train_config"].items() if k != "progress"}  # display only
+    assert recipe == {k: meta["train_config"][k] for k in recipe}
+    assert meta["corpus_name"] == "mixed" and meta["steps"] == base_meta["steps"] == 3000
+    assert "--corpus mixed" in meta["command"] and "--steps 3000" in meta["command"]
+
+
+def test_the_second_base_learned_the_generated_language_and_the_first_did_not(shipped, mixed):
+    # the generated validation text, which neither base trained on (its first 16 windows)
+    generated = corpus_parts("mixed")["generated"]
+    tokenizer = mixed[1]
+    ids = split_text(tokenizer.encode(generated), 0.1)[1][: 16 * 128 + 1]
+    first, second = text_loss(shipped[0], ids), text_loss(mixed[0], ids)
+    assert second < 0.5 and first > 2.5, (first, second)  # measured: 0.28 and 3.40 on the whole
+
+
+def test_the_second_base_loads_by_name_everywhere(mixed, capsys):
+    from minilora.cli import main
+
+    model, _, meta = resolve_model("char-small-mixed")
+    assert meta == mixed[2] and model.config == mixed[0].config
+    assert (
+        main(["generate", "--model", "char-small-mixed", "--prompt", "-- ", "--length", "5"]) == 0
+    )
+    assert capsys.readouterr().out.startswith("-- ")
+
+
 def test_unknown_pretrained_name_lists_the_available_ones():
-    with pytest.raises(ValueError, match="char-small"):
+    with pytest.raises(ValueError, match="'char-small', 'char-small-mixed'"):
         load_pretrained("gpt-9")
     with pytest.raises(Exception, match="not a directory|not found"):
         resolve_model("/nonexistent/dir")
+
+
+def test_text_loss_is_the_mean_over_the_windows_that_tile_the_text():
+    config = GPTConfig(vocab_size=7, block_size=8, n_layer=1, n_head=2, d_model=8)
+    model = GPT(config, generator=np.random.default_rng(0))
+    ids = np.random.default_rng(1).integers(0, 7, size=8 * 5 + 3)  # 5 whole windows, 2 left over
+    expected = []
+    for w in range(5):  # NumPy's cross-entropy of each window's logits, one window at a time
+        x, y = ids[8 * w : 8 * w + 8], ids[8 * w + 1 : 8 * w + 9]
+        logits = model(x[None])[0].data[0].astype(np.float64)
+        log_p = logits - logits.max(-1, keepdims=True)
+        log_p -= np.log(np.exp(log_p).sum(-1, keepdims=True))
+        expected.append(-log_p[np.arange(8), y].mean())
+    for batch_size in (1, 2, 16):
+        assert abs(text_loss(model, ids, batch_size) - np.mean(expected)) < 1e-5
+    with pytest.raises(ValueError, match="no window"):
+        text_loss(model, ids[:8])
