@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from minilora.paper.experiments import N_TEST, Cache, Run, run_all
+from minilora.paper.experiments import BASE, N_TEST, Cache, Run, run_all
 
 STEPS = 1200
 EVAL_EVERY = 200
@@ -60,11 +60,14 @@ def swept_settings(method: str) -> dict:
     return dict(LORA_SWEPT) if method == "lora" else {}
 
 
-def protocol_run(b, method: str, task: str, settings: dict, seed: int, lr: float) -> Run:
-    """The run of one cell under budget ``b`` (a ``tables.Budget``)."""
+def protocol_run(
+    b, method: str, task: str, settings: dict, seed: int, lr: float, base: str = BASE
+) -> Run:
+    """The run of one cell under budget ``b`` (a ``tables.Budget``), from base model ``base``."""
     return Run(
         method, task, settings, seed=seed, steps=b.steps, batch_size=b.batch_size, lr=lr,
         n_train=b.n_train, n_eval=b.n_eval, eval_every=b.eval_every, n_val_eval=b.n_val_eval,
+        base=base,
     )  # fmt: skip
 
 
@@ -99,8 +102,12 @@ class Records:
         return None
 
 
-def choose_rate(b, method: str, task: str, records: Records, compute=None) -> tuple:
+def choose_rate(
+    b, method: str, task: str, records: Records, compute=None, base: str = BASE
+) -> tuple:
     """(chosen rate or None, {rate: record}) for ``method`` on ``task`` under ``b``.
+
+    Every base model gets its own sweep (``base``: the shipped model the runs start from).
 
     Without a sweep in ``b`` (the quick budget) the default rate, untuned. With one,
     the grid's records; those missing are computed by ``compute(runs)`` (a
@@ -112,7 +119,7 @@ def choose_rate(b, method: str, task: str, records: Records, compute=None) -> tu
     for _ in range(MAX_EXTENSIONS + 1):
         runs = {
             rate(method, k): protocol_run(
-                b, method, task, swept_settings(method), SWEEP_SEED, rate(method, k)
+                b, method, task, swept_settings(method), SWEEP_SEED, rate(method, k), base
             )
             for k in ks
         }
@@ -133,13 +140,13 @@ def choose_rate(b, method: str, task: str, records: Records, compute=None) -> tu
     return best, points  # still at an edge after MAX_EXTENSIONS: said so in the sweep table
 
 
-def sweep_runs_missing(b, method: str, task: str, records: Records) -> list[Run]:
+def sweep_runs_missing(b, method: str, task: str, records: Records, base: str = BASE) -> list[Run]:
     """The sweep runs still to do before the rate of ``method`` on ``task`` is known."""
-    lr, points = choose_rate(b, method, task, records)
+    lr, points = choose_rate(b, method, task, records, base=base)
     if lr is not None or not b.sweep:
         return []
     return [
-        protocol_run(b, method, task, swept_settings(method), SWEEP_SEED, rate(method, k))
+        protocol_run(b, method, task, swept_settings(method), SWEEP_SEED, rate(method, k), base)
         for k in GRID
         if rate(method, k) not in points
     ]

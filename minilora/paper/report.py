@@ -24,11 +24,11 @@ def mean_sd(scores) -> str:
     return f"{100 * np.mean(scores):.1f} ± {100 * np.std(scores, ddof=1):.1f} (n={len(scores)})"
 
 
-def header(title: str, b, records: list, what: str) -> list[str]:
+def header(title: str, b, records: list, what: str, base: str | None = None) -> list[str]:
     """The table's title, the budget and the settings it ran with, and where it ran."""
     from minilora.paper.experiments import BASE
 
-    lines = [f"# {title} on {BASE} ({b.name} budget)", ""]
+    lines = [f"# {title} on {base or BASE} ({b.name} budget)", ""]
     if b.name == "quick":
         lines += [
             "**Quick budget: a smoke test, not results.** A few training steps and a few "

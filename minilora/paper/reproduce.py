@@ -8,6 +8,7 @@ Names (Hu et al. 2021, arXiv 2106.09685):
     table6   LoRA's rank r (7.2)                                        minilora.paper.tables
     counts   the paper's parameter counts beside the formulas (5.1)   minilora.paper.counts_table
     sweeps   the learning-rate sweeps and learning curves (protocol)  minilora.paper.sweeps
+    bases    FT and LoRA on two base models (footnote 6)              minilora.paper.bases
     figure3, figure4, table7   section 7's analyses                   minilora.paper.section7
     all      every one of them
 
@@ -36,6 +37,7 @@ REPRODUCTIONS = {
     "table5": ("minilora.paper.tables", "table5"),
     "table6": ("minilora.paper.tables", "table6"),
     "sweeps": ("minilora.paper.sweeps", "sweeps"),
+    "bases": ("minilora.paper.bases", "bases"),
     "figure3": ("minilora.paper.section7", "REPRODUCTIONS"),
     "figure4": ("minilora.paper.section7", "REPRODUCTIONS"),
     "table7": ("minilora.paper.section7", "REPRODUCTIONS"),
@@ -84,7 +86,8 @@ def reproduce(names, budget: str = "quick", out_dir=DEFAULT_OUT, progress: bool 
     fns = {name: function(name) for name in names}  # fail before any work if one is missing
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    recorded = ("table4", "table5", "table6", "sweeps", "counts")  # those that read records
+    # the reproductions that read records
+    recorded = ("table4", "table5", "table6", "sweeps", "counts", "bases")
 
     def budget_of(name):  # the other reproductions know quick and full only
         return "full" if budget == "full-recorded" and name not in recorded else budget
@@ -94,15 +97,16 @@ def reproduce(names, budget: str = "quick", out_dir=DEFAULT_OUT, progress: bool 
 
 def plan(names, budget, cache_dir=None) -> str:
     """What ``reproduce NAMES --budget BUDGET`` still has to run, and its CPU time."""
-    from minilora.paper import protocol, tables
+    from minilora.paper import bases, protocol, tables
 
+    run_lists = {**tables.RUN_LISTS, "bases": bases.bases_runs}
     b = tables.get_budget(budget)
     records = protocol.Records(cache_dir)
     missing, pending = {}, {}
     for name in resolve(names):
-        if name not in tables.RUN_LISTS:
+        if name not in run_lists:
             continue
-        ready, waiting = tables.RUN_LISTS[name](b, records)
+        ready, waiting = run_lists[name](b, records)
         for run in ready:
             if records.get(run) is None:
                 missing.setdefault(run.key(), (name, run))

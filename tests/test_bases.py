@@ -1,0 +1,56 @@
+"""The base-model comparison (minilora.paper.bases): its runs and its table."""
+
+from __future__ import annotations
+
+from test_protocol import FIXTURES, TINY
+
+from minilora.paper import bases, experiments, protocol, reproduce, tables
+from minilora.work.pretrained import load_pretrained
+
+
+def test_each_base_gets_its_own_sweeps_and_shares_char_smalls_records(tmp_path, monkeypatch):
+    monkeypatch.setattr(experiments, "RECORDS", tmp_path / "none")
+    b = tables.get_budget("full")
+    runs, waiting = bases.bases_runs(b, protocol.Records(tmp_path))
+    grid = len(protocol.GRID)
+    assert len(runs) == len(bases.BASES) * 2 * 2 * grid  # 2 tasks x 2 methods x grid
+    assert {r.base for r in runs} == set(bases.BASES)
+    assert len(waiting) == len(bases.BASES) * 2 * 2 * (len(b.main_seeds) - 1)
+    # char-small's half is Table 4's own runs: the same keys, so the same records
+    table4, _ = tables.table4_runs(b, protocol.Records(tmp_path))
+    ours = {r.key() for r in runs if r.base == "char-small"}
+    assert ours <= {r.key() for r in table4}
+    mixed = [r for r in runs if r.base == "char-small-mixed"]
+    assert not {r.key() for r in mixed} & {r.key() for r in table4}
+
+
+def test_the_table_is_rebuilt_from_records_without_training(tmp_path, monkeypatch):
+    monkeypatch.setattr(experiments, "RECORDS", FIXTURES)
+
+    def no_training(run, progress=False):
+        raise AssertionError(f"{run.key()} should have been read from the records")
+
+    monkeypatch.setattr(experiments, "execute", no_training)
+    text = bases.bases(TINY, tmp_path, progress=False).read_text()
+    for base in bases.BASES:
+        assert text.count(f"| {base} |") == 2  # both tasks
+    assert "not yet run" not in text
+    assert (tmp_path / "bases.png").is_file()
+
+
+def test_fts_lead_is_the_difference_of_means_with_its_standard_error():
+    # means 0.85 and 0.55; each sample variance 0.005, so se = sqrt(0.005/2 + 0.005/2)
+    assert bases.lead([0.9, 0.8], [0.5, 0.6]) == "+30.0 ± 7.1"
+    assert bases.lead([0.9], [0.5, 0.6]) == "—"  # one seed: no spread to judge by
+
+
+def test_bases_is_a_reproduction_and_plans_its_runs(tmp_path, monkeypatch):
+    monkeypatch.setattr(experiments, "RECORDS", tmp_path / "none")
+    assert "bases" in reproduce.resolve(["all"])
+    text = reproduce.plan(["bases"], "full", tmp_path)
+    assert f"{2 * 2 * 2 * len(protocol.GRID)} missing now" in text
+
+
+def test_both_bases_have_one_shape_and_one_tokenizer():
+    (a, tok_a, _), (b, tok_b, _) = (load_pretrained(name) for name in bases.BASES)
+    assert a.config == b.config and tok_a == tok_b
