@@ -27,6 +27,7 @@ NAMES = [
     "03_tiny_gpt",
     "04_finetune_and_merge",
     "05_understanding_updates",
+    "06_two_bases",
 ]
 TRAINS = {"04_finetune_and_merge", "05_understanding_updates"}
 TIMEOUT = 600  # seconds per cell: generous, for a loaded CI machine
