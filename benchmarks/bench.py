@@ -7,6 +7,7 @@ Run from the repository root::
     python benchmarks/bench.py --config small --steps 30 --json out/bench.json
     python benchmarks/bench.py --quick              # 2 steps, small only: does it run?
     python benchmarks/bench.py --device cuda        # CuPy backend against PyTorch on the GPU
+    python benchmarks/bench.py --device cuda --config gpt2s   # GPT-2 small's shape (GPU only)
 
 What is timed (``MODES``), per configuration (``CONFIGS``), float32, dropout 0,
 one fixed random token batch (seed ``--seed``):
@@ -104,7 +105,7 @@ if str(HERE) not in sys.path:  # the sibling modules below
 
 # These two import the standard library only: NumPy must not load before the
 # environment is settled (prepare_environment, below).
-from configs import CONFIGS, MODES, TRAINING  # noqa: E402
+from configs import CONFIGS, CPU_ALL, MODES, TRAINING  # noqa: E402
 from environment import prepare_environment  # noqa: E402
 
 
@@ -204,7 +205,8 @@ def main(argv=None) -> int:
     h = header(args, ref, peak)
     print_header(h, ref)
 
-    configs = list(CONFIGS) if args.config == "all" else [args.config]
+    every = list(CONFIGS) if args.device == "cuda" else list(CPU_ALL)
+    configs = every if args.config == "all" else [args.config]
     report = {"header": h, "configs": {}}
     for config in configs:
         spec = CONFIGS[config]
