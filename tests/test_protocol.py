@@ -138,3 +138,29 @@ def test_a_run_that_diverges_keeps_and_scores_its_best_weights(monkeypatch):
     assert "validation loss became nan at step 6" in record["diverged"]
     assert record["best_step"] == 3 and record["score"] is not None
     assert [c["step"] for c in record["curve"]] == [3]
+
+
+def test_a_lora_run_at_a_section7_rank_keeps_its_adapter_and_its_start(tmp_path, monkeypatch):
+    import numpy as np
+
+    from minilora.paper.baselines import apply_method
+    from minilora.work.pretrained import load_pretrained
+
+    monkeypatch.setattr(experiments, "RECORDS", tmp_path / "none")
+    settings = {"r": 4, "alpha": protocol.ALPHA, "targets": ("q", "v")}
+    kept = protocol.protocol_run(TINY, "lora", "sql", settings, 3, 0.02)
+    other = protocol.protocol_run(TINY, "lora", "sql", {**settings, "r": 2}, 3, 0.02)
+    assert experiments.keeps_adapter(kept) and not experiments.keeps_adapter(other)
+    experiments.run_all([kept, other], tmp_path, progress=False)
+    cache = Cache(tmp_path)
+    assert cache.tensors(other) is None and "adapter_file" not in cache.get(other)
+    record, tensors = cache.get(kept), cache.tensors(kept)
+    assert record["adapter_file"] == f"{kept.key()}.safetensors" and "_tensors" not in record
+    names = [n for n in tensors if n.endswith(".lora_A.default.weight")]
+    assert len(names) == 2 * 4 and all(f"{n}.init" in tensors for n in names)  # Wq, Wv x 4 blocks
+    fresh = apply_method(load_pretrained("char-small")[0], "lora", settings,
+                         np.random.default_rng(3))  # fmt: skip
+    start = dict(fresh.named_parameters())
+    for name in names:
+        assert np.array_equal(tensors[f"{name}.init"], start[name].numpy())  # the same draw
+        assert not np.array_equal(tensors[name], tensors[f"{name}.init"])  # and it trained

@@ -150,6 +150,9 @@ def execute(run: Run, progress: bool = False) -> dict:
     scored = (task.test if run.split == "test" else task.val)[: run.n_eval]
     model = apply_method(gpt, run.method, dict(run.settings), np.random.default_rng(run.seed))
     counts = count_parameters(model)
+    keep = keeps_adapter(run)
+    initial = {f"{n}.init": p.numpy().copy() for n, p in model.named_parameters()
+               if keep and ".lora_A." in n}  # fmt: skip
     config = finetune_recipe(
         run.steps, run.lr, run.batch_size, run.seed, EVAL_BATCHES, progress, run.eval_every
     )
@@ -161,6 +164,7 @@ def execute(run: Run, progress: bool = False) -> dict:
             raise
         return _diverged_record(run, model, str(err), time.perf_counter() - started)
     trainable = [p for p in model.parameters() if p.requires_grad]
+    tensors = {n: p.numpy() for n, p in model.named_parameters() if keep and p.requires_grad}
     weights = sum(int(p.data.nbytes) for p in trainable)
     grads = sum(int(p.grad.nbytes) for p in trainable if p.grad is not None)
     t0 = time.perf_counter()
@@ -195,7 +199,23 @@ def execute(run: Run, progress: bool = False) -> dict:
             b"".join(p.numpy().tobytes() for p in trainable)
         ).hexdigest()[:16],
         **where_and_when(backend.device_of(gpt.wte.weight.data)),
+        **({"_tensors": {**tensors, **initial}} if keep else {}),  # Cache.put writes them apart
     }
+
+
+def keeps_adapter(run: Run) -> bool:
+    """Whether a run's trained adapter is kept beside its record, for section 7's analyses.
+
+    LoRA on Wq and Wv at r = 4, 8 and 64 under the protocol (validation during training):
+    the ranks Figures 3 and 4 and Table 7 compare. The file holds A and B as trained (the
+    best checkpoint) and each A as initialised (``<name>.init``), the null that shows how much
+    of A is still its random start. At most about 0.8 MiB per run (r = 64).
+    """
+    settings = dict(run.settings)
+    return (
+        run.method == "lora" and run.eval_every > 0 and settings.get("r") in (4, 8, 64)
+        and tuple(settings.get("targets", ())) == ("q", "v")
+    )  # fmt: skip
 
 
 def _diverged_record(run: Run, model, why: str, seconds: float) -> dict:
@@ -281,7 +301,24 @@ class Cache:
         return record if record.get("key") == run.key() else None
 
     def put(self, run: Run, record: dict) -> None:
+        """Write the record; its arrays (``_tensors``), if any, go to ``<key>.safetensors``."""
+        tensors = record.pop("_tensors", None)
+        if tensors is not None:
+            from safetensors.numpy import save
+
+            io.write_atomic(self.tensors_path(run), save(tensors))
+            record["adapter_file"] = self.tensors_path(run).name
         io.write_json(self.path(run), record)
+
+    def tensors_path(self, run: Run) -> Path:
+        return self.directory / f"{run.key()}.safetensors"
+
+    def tensors(self, run: Run) -> dict | None:
+        """The arrays kept beside a run's record ({name: array}), or None."""
+        from safetensors.numpy import load_file
+
+        path = self.tensors_path(run)
+        return load_file(path) if path.is_file() else None
 
 
 def _execute_into(args) -> dict:
