@@ -306,7 +306,8 @@ class Cache:
         if tensors is not None:
             from safetensors.numpy import save
 
-            io.write_atomic(self.tensors_path(run), save(tensors))
+            plain = {k: np.ascontiguousarray(v) for k, v in tensors.items()}  # memory as laid
+            io.write_atomic(self.tensors_path(run), save(plain))
             record["adapter_file"] = self.tensors_path(run).name
         io.write_json(self.path(run), record)
 

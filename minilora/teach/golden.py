@@ -60,11 +60,13 @@ TOLERANCE = {
 
 
 def _stored(value) -> np.ndarray:
+    """``value`` as the array to store, C-ordered: safetensors writes an array's memory as it
+    lies, so a transposed view (attention's output is one) would be stored scrambled."""
     if isinstance(value, tuple):  # a shape
         return np.asarray(value, dtype=np.int64)
     if isinstance(value, (int, np.integer)) or np.asarray(value).dtype.kind in "iu":
-        return np.asarray(value, dtype=np.int64)
-    return np.asarray(value, dtype=DTYPE)
+        return np.asarray(value, dtype=np.int64).copy(order="C")
+    return np.asarray(value, dtype=DTYPE).copy(order="C")
 
 
 def _kind(value) -> str:
