@@ -127,7 +127,7 @@ def _heads_side_by_side(xp, shape, dtype):
     with this layout that is a view, not a copy of the output (the same numbers; one
     (B, T, C) buffer less per block, in time and in memory).
     """
-    if len(shape) < 3:
+    if len(shape) < 3 or xp is not np:  # on the GPU: a plain array (the copy is cheap there)
         return xp.empty(shape, dtype=dtype)
     *lead, heads, T, D = shape
     return xp.empty((*lead, T, heads, D), dtype=dtype).swapaxes(-2, -3)

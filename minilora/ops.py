@@ -36,7 +36,10 @@ def mm(x, y, out=None):
     ``out``: an array to write the product into (as ``matmul``'s ``out=``)."""
     if out is None:
         return x @ y
-    return backend.get_array_module(x).matmul(x, y, out=out)
+    if backend.get_array_module(x) is np:
+        return np.matmul(x, y, out=out)
+    out[...] = x @ y  # CuPy: the product, then a copy into place
+    return out
 
 
 def _axes(axis, ndim: int, op: str) -> tuple:
