@@ -195,10 +195,10 @@ def layer_norm_fast(
     for param in (weight, bias):
         if param is not None:
             operands(x, param, "layer_norm")  # one device, one float dtype
-    # BEGIN ANSWER: layer_norm
-    xp = backend.get_array_module(x.data)
     if x.data.size == 0:
         return layer_norm_plain(x, weight, bias, eps)
+    # BEGIN ANSWER: layer_norm
+    xp = backend.get_array_module(x.data)
     xs = _rows(x.data)
     rows, n = xs.shape
     out = xp.empty_like(xs)
@@ -210,7 +210,7 @@ def layer_norm_fast(
         xhat *= rstd[i:j]
         return xhat
 
-    def forward_rows(i, j):
+    def normalise_rows(i, j):
         mean[i:j] = xs[i:j].mean(axis=-1, keepdims=True)
         centred = xs[i:j] - mean[i:j]
         centred *= centred
@@ -223,7 +223,7 @@ def layer_norm_fast(
         if bias is not None:
             out[i:j] += bias.data
 
-    backend.for_row_blocks(forward_rows, rows, n, xp)
+    backend.for_row_blocks(normalise_rows, rows, n, xp)
     parents = tuple(t for t in (x, weight, bias) if t is not None)
 
     def backward(g):
@@ -232,7 +232,7 @@ def layer_norm_fast(
         want_w = weight is not None and weight.requires_grad
         partial_w = {}  # {first row of a block: its sum of g * xhat}, added up in order
 
-        def backward_rows(i, j):
+        def gradient_rows(i, j):
             xhat = normalised(i, j)
             if want_w:
                 partial_w[i] = (g[i:j] * xhat).sum(axis=0)
@@ -245,7 +245,7 @@ def layer_norm_fast(
             block -= gxhat.mean(axis=-1, keepdims=True)
             block *= rstd[i:j]
 
-        backend.for_row_blocks(backward_rows, rows, n, xp)
+        backend.for_row_blocks(gradient_rows, rows, n, xp)
         grads = [gx.reshape(x.shape) if gx is not None else None]
         if weight is not None:
             grads.append(sum(partial_w[i] for i in sorted(partial_w)) if want_w else None)
