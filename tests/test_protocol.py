@@ -164,3 +164,18 @@ def test_a_lora_run_at_a_section7_rank_keeps_its_adapter_and_its_start(tmp_path,
     for name in names:
         assert np.array_equal(tensors[f"{name}.init"], start[name].numpy())  # the same draw
         assert not np.array_equal(tensors[name], tensors[f"{name}.init"])  # and it trained
+
+
+def test_the_documents_blocks_are_the_reproductions_one_level_down():
+    """docs/update_tables.py puts a reproduction's Markdown into REPRODUCTION.md's blocks."""
+    import importlib.util
+
+    path = Path(__file__).parent.parent / "docs" / "update_tables.py"
+    spec = importlib.util.spec_from_file_location("update_tables", path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    text = "# Title on char-small\n\nIntro.\n\n## sql\n\n![curves](curves-sql.png)\n"
+    assert tool.block(text) == "Intro.\n\n### sql\n\n![curves](figures/protocol-curves-sql.png)"
+    doc = (path.parent / "REPRODUCTION.md").read_text()
+    for name in tool.BLOCKS:  # every block the tool fills has its markers in the document
+        assert f"<!-- generated: {name} -->" in doc and f"<!-- end generated: {name} -->" in doc

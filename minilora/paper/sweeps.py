@@ -90,7 +90,7 @@ def sweeps(budget, out_dir: Path, progress: bool = True) -> Path:
                 status = (
                     f"incomplete ({len(points)} of {len(P.GRID)})"
                     if len(points) < len(P.GRID)
-                    else f"best at an edge: extending ({len(points)} run)"
+                    else f"best at an edge: extending ({len(points)} runs so far)"
                 )
             test = pct(points[chosen]["score"]) if chosen is not None else "—"
             label = P.protocol_run(b, m, task, P.swept_settings(m), 0, 1.0).label()
