@@ -9,6 +9,7 @@ Names (Hu et al. 2021, arXiv 2106.09685):
     counts   the paper's parameter counts beside the formulas (5.1)   minilora.paper.counts_table
     sweeps   the learning-rate sweeps and learning curves (protocol)  minilora.paper.sweeps
     bases    FT and LoRA on two base models (footnote 6)              minilora.paper.bases
+    converged  section 7 on the protocol's kept adapters              minilora.paper.converged
     figure3, figure4, table7   section 7's analyses                   minilora.paper.section7
     all      every one of them
 
@@ -38,6 +39,7 @@ REPRODUCTIONS = {
     "table6": ("minilora.paper.tables", "table6"),
     "sweeps": ("minilora.paper.sweeps", "sweeps"),
     "bases": ("minilora.paper.bases", "bases"),
+    "converged": ("minilora.paper.converged", "converged"),
     "figure3": ("minilora.paper.section7", "REPRODUCTIONS"),
     "figure4": ("minilora.paper.section7", "REPRODUCTIONS"),
     "table7": ("minilora.paper.section7", "REPRODUCTIONS"),
@@ -87,7 +89,7 @@ def reproduce(names, budget: str = "quick", out_dir=DEFAULT_OUT, progress: bool 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     # the reproductions that read records
-    recorded = ("table4", "table5", "table6", "sweeps", "counts", "bases")
+    recorded = ("table4", "table5", "table6", "sweeps", "counts", "bases", "converged")
 
     def budget_of(name):  # the other reproductions know quick and full only
         return "full" if budget == "full-recorded" and name not in recorded else budget

@@ -1,0 +1,53 @@
+"""Section 7 on the protocol's kept adapters (minilora.paper.converged)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from minilora.lora import lora_layers
+from minilora.paper import converged, experiments
+from minilora.paper.baselines import apply_method
+from minilora.paper.experiments import Cache
+from minilora.work.pretrained import load_pretrained
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    out = tmp_path_factory.mktemp("converged")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(experiments, "RECORDS", out / "none")  # computed here, into out/cache
+        path = converged.converged("quick", out, progress=False)
+    return out, path.read_text()
+
+
+def test_every_rank_and_projection_has_its_row_and_its_nulls(quick):
+    out, text = quick
+    assert "6 kept adapters found" in text  # 3 ranks x a pair of seeds, sql, char-small
+    for r in converged.RANKS:
+        for proj in ("Wq", "Wv"):
+            start = f"| char-small | sql | {r} | {proj} | 1 |"
+            row = next(x for x in text.splitlines() if x.startswith(start))
+            cells = [c.strip() for c in row.split("|")[6:10]]
+            assert all(c != "—" for c in cells), row  # seeds, start, two starts, chance
+    assert (out / "converged.png").stat().st_size > 1000
+
+
+def test_dW_is_the_layers_own_update(quick):
+    """(alpha / r) B A from the kept file equals LoRALinear.delta_weight of the same weights."""
+    out, _ = quick
+    cache = Cache(out / "cache")
+    run = next(r for r in converged.converged_runs(converged.get_budget("quick"))
+               if dict(r.settings)["r"] == 4)  # fmt: skip
+    tensors = cache.tensors(run)
+    model = apply_method(load_pretrained("char-small")[0], "lora", dict(run.settings),
+                         np.random.default_rng(0))  # fmt: skip
+    params = dict(model.named_parameters())
+    for name, value in tensors.items():
+        if not name.endswith(".init"):
+            params[name].data[...] = value
+    layer = lora_layers(model)["blocks.1.attn.v_proj"]
+    np.testing.assert_allclose(
+        converged._dW(tensors, 1, "v", 4), layer.delta_weight("default", dtype=np.float64),
+        rtol=1e-6, atol=1e-9,
+    )  # fmt: skip
