@@ -10,6 +10,7 @@ Names (Hu et al. 2021, arXiv 2106.09685):
     sweeps   the learning-rate sweeps and learning curves (protocol)  minilora.paper.sweeps
     bases    FT and LoRA on two base models (footnote 6)              minilora.paper.bases
     converged  section 7 on the protocol's kept adapters              minilora.paper.converged
+    figure2, table16  each method at several sizes; little data (F.2, F.3)  minilora.paper.sizes
     figure3, figure4, table7   section 7's analyses                   minilora.paper.section7
     all      every one of them
 
@@ -40,6 +41,8 @@ REPRODUCTIONS = {
     "sweeps": ("minilora.paper.sweeps", "sweeps"),
     "bases": ("minilora.paper.bases", "bases"),
     "converged": ("minilora.paper.converged", "converged"),
+    "figure2": ("minilora.paper.sizes", "REPRODUCTIONS"),
+    "table16": ("minilora.paper.sizes", "REPRODUCTIONS"),
     "figure3": ("minilora.paper.section7", "REPRODUCTIONS"),
     "figure4": ("minilora.paper.section7", "REPRODUCTIONS"),
     "table7": ("minilora.paper.section7", "REPRODUCTIONS"),
@@ -89,7 +92,9 @@ def reproduce(names, budget: str = "quick", out_dir=DEFAULT_OUT, progress: bool 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     # the reproductions that read records
-    recorded = ("table4", "table5", "table6", "sweeps", "counts", "bases", "converged")
+    recorded = (
+        "table4", "table5", "table6", "sweeps", "counts", "bases", "converged", "figure2", "table16"
+    )  # fmt: skip
 
     def budget_of(name):  # the other reproductions know quick and full only
         return "full" if budget == "full-recorded" and name not in recorded else budget
@@ -99,9 +104,9 @@ def reproduce(names, budget: str = "quick", out_dir=DEFAULT_OUT, progress: bool 
 
 def plan(names, budget, cache_dir=None) -> str:
     """What ``reproduce NAMES --budget BUDGET`` still has to run, and its CPU time."""
-    from minilora.paper import bases, protocol, tables
+    from minilora.paper import bases, protocol, sizes, tables
 
-    run_lists = {**tables.RUN_LISTS, "bases": bases.bases_runs}
+    run_lists = {**tables.RUN_LISTS, "bases": bases.bases_runs, **sizes.RUN_LISTS}
     b = tables.get_budget(budget)
     records = protocol.Records(cache_dir)
     missing, pending = {}, {}

@@ -1,0 +1,171 @@
+"""Figure 2 / Table 15 (score against trainable parameters) and Table 16 (little data).
+
+* **Figure 2 and Table 15** (appendix F.2): every method at several sizes: LoRA over its rank
+  (r = 1, 2, 8, 64 on Wq, Wv), the adapters over their bottleneck (r = 1, 4, 16), the prefix
+  methods over their special tokens (l_p = l_i = 2, 8, 32), with BitFit, FT-Top2 and FT at
+  their one size. The paper's finding: the prefix methods get worse past a size, LoRA does
+  not.
+* **Table 16** (appendix F.3): 100, 1,000 and all 4,000 training examples for FT, PreEmbed,
+  PreLayer and LoRA r = 8 (the paper's values are in its appendix F.3).
+
+Every run follows the protocol (``minilora.paper.protocol``) at the rate the method's sweep
+chose at its default size with all the data: the paper tuned each cell, we do not, to keep the
+compute in reach, and say so. 2 seeds per cell (issue 17's first cut), both tasks, base
+``char-small``; the default-size, all-data cells are Table 4's own runs (the same records).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from minilora.paper import protocol as P
+from minilora.paper.experiments import Run, run_all
+from minilora.paper.report import header, mean_sd, plot, write
+from minilora.paper.tables import TASKS, get_budget
+
+SEEDS = (0, 1)
+LORA = {"alpha": P.ALPHA, "targets": ("q", "v")}
+SIZES = {  # method -> settings at each size, smallest first
+    "lora": [{"r": r, **LORA} for r in (1, 2, 8, 64)],
+    "adapterh": [{"r": r} for r in (1, 4, 16)],
+    "adapterl": [{"r": r} for r in (1, 4, 16)],
+    "preembed": [{"l_p": n, "l_i": n} for n in (2, 8, 32)],
+    "prelayer": [{"l_p": n, "l_i": n} for n in (2, 8, 32)],
+    "bitfit": [{}], "ft-top2": [{}], "ft": [{}],
+}  # fmt: skip
+LOW_DATA = (100, 1000)  # and all of it: Table 4's runs
+LOW_DATA_METHODS = {"ft": {}, "preembed": {}, "prelayer": {}, "lora": {"r": 8, **LORA}}
+
+
+def _plan(b):
+    """(tasks, seeds) of a budget: the quick one is a smoke test on sql with one seed."""
+    return (TASKS[:1], (0,)) if b.name == "quick" else (TASKS, SEEDS)
+
+
+def _ready(b, records, cells) -> tuple[list[Run], list[Run]]:
+    """Runs of [(method, settings, task, n_train)] whose rate is chosen; and those waiting."""
+    tasks, seeds = _plan(b)
+    ready, waiting = [], []
+    for method, settings, task, n_train in cells:
+        lr, _ = P.choose_rate(b, method, task, records)
+        for seed in seeds:
+            run = P.protocol_run(b, method, task, settings, seed, lr or P.DEFAULT_LR[method])
+            run = Run(**{**run.to_dict(), "settings": run.settings, "n_train": n_train})
+            (ready if lr is not None else waiting).append(run)
+    return ready, waiting
+
+
+def figure2_runs(b, records=None, compute=None):
+    tasks, _ = _plan(b)
+    methods = ("lora", "preembed") if b.name == "quick" else tuple(SIZES)  # quick: two curves
+    cells = [(m, s, t, b.n_train) for t in tasks for m in methods for s in SIZES[m]]
+    return _ready(b, records or P.Records(), cells)
+
+
+def table16_runs(b, records=None, compute=None):
+    tasks, _ = _plan(b)
+    sizes = (*LOW_DATA, b.n_train) if b.name != "quick" else (24, b.n_train)
+    cells = [(m, s, t, n) for t in tasks for m, s in LOW_DATA_METHODS.items() for n in sizes]
+    return _ready(b, records or P.Records(), cells)
+
+
+def _records(runs_of, name: str, b, out_dir: Path, progress: bool) -> dict:
+    cache = out_dir / "cache"
+    records = P.Records(cache)
+    runs, _ = runs_of(b, records)
+    if b.compute:
+        return dict(zip(runs, run_all(runs, cache, progress, desc=name)))
+    return {r: rec for r in runs if (rec := records.get(r)) is not None}
+
+
+def _scores(recs: dict, method: str, settings: dict, task: str, n_train: int) -> list:
+    key = Run(method, task, settings).settings
+    return [
+        rec["score"] for run, rec in recs.items()
+        if (run.method, run.settings, run.task, run.n_train) == (method, key, task, n_train)
+        and rec.get("score") is not None
+    ]  # fmt: skip
+
+
+def _size_label(method: str, settings: dict) -> str:
+    if "l_p" in settings:
+        return f"l_p = l_i = {settings['l_p']}"
+    return f"r = {settings['r']}" if "r" in settings else "—"
+
+
+def figure2(budget, out_dir: Path, progress: bool = True) -> Path:
+    """Score against trainable parameters, each method at several sizes (Figure 2, Table 15)."""
+    b, out_dir = get_budget(budget), Path(out_dir)
+    recs = _records(figure2_runs, "figure2", b, out_dir, progress)
+    tasks, seeds = _plan(b)
+    lines = header(
+        "Figure 2 and Table 15 (appendix F.2)", b, list(recs.values()),
+        "Every method at several sizes, at the rate its sweep chose at the default size.",
+    )  # fmt: skip
+    lines += [
+        f"Mean ± standard deviation over seeds {list(seeds)}.",
+        "",
+        "| method | size | trainable | " + " | ".join(t.upper() for t in tasks) + " |",
+        "|---|---|---:|" + "---:|" * len(tasks),
+    ]
+    series: dict = {}
+    for method, sizes in SIZES.items():
+        for settings in sizes:
+            cells = {t: _scores(recs, method, settings, t, b.n_train) for t in tasks}
+            key = Run(method, "sql", settings).settings
+            counts = [rec["trainable"] for run, rec in recs.items()
+                      if (run.method, run.settings) == (method, key)]  # fmt: skip
+            trainable = counts[0] if counts else None
+            label = Run(method, "sql", settings).label()
+            lines.append(
+                f"| {label} | {_size_label(method, settings)} | "
+                f"{'—' if trainable is None else f'{trainable:,}'} | "
+                + " | ".join(mean_sd(cells[t]) if cells[t] else "not yet run" for t in tasks)
+                + " |"
+            )
+            for t in tasks:
+                if cells[t] and trainable:
+                    name = f"{t}: {label.split(' (')[0]}"
+                    series.setdefault(name, []).append((trainable, float(np.mean(cells[t]))))
+    plot(out_dir / "figure2.png", {k: sorted(v) for k, v in series.items()},
+         "trainable parameters", f"Figure 2 ({b.name} budget): score against size")  # fmt: skip
+    lines += ["", "![score against trainable parameters, every method](figure2.png)"]
+    return write(out_dir / "figure2.md", lines)
+
+
+def table16(budget, out_dir: Path, progress: bool = True) -> Path:
+    """Little training data (Table 16): 100, 1,000 and all training examples."""
+    b, out_dir = get_budget(budget), Path(out_dir)
+    recs = _records(table16_runs, "table16", b, out_dir, progress)
+    tasks, seeds = _plan(b)
+    sizes = sorted({run.n_train for run in recs} | ({*LOW_DATA, b.n_train}
+                   if b.name != "quick" else {24, b.n_train}))  # fmt: skip
+    lines = header(
+        "Table 16 (appendix F.3)", b, list(recs.values()),
+        "FT, the prefix methods and LoRA r = 8 trained on fewer examples, each at the rate its "
+        "sweep chose with all of them.",
+    )  # fmt: skip
+    lines += [
+        f"Mean ± standard deviation over seeds {list(seeds)}. The paper's table (GPT-3 175B, "
+        "MNLI-m with 100 / 1k / 10k / all examples) is in its appendix F.3.",
+        "",
+        "| method | task | " + " | ".join(f"{n:,} examples" for n in sizes) + " |",
+        "|---|---|" + "---:|" * len(sizes),
+    ]
+    for method, settings in LOW_DATA_METHODS.items():
+        for t in tasks:
+            cells = [_scores(recs, method, settings, t, n) for n in sizes]
+            lines.append(
+                f"| {Run(method, t, settings).label()} | {t} | "
+                + " | ".join(mean_sd(c) if c else "not yet run" for c in cells)
+                + " |"
+            )
+    return write(out_dir / "table16.md", lines)
+
+
+REPRODUCTIONS = {"figure2": figure2, "table16": table16}
+RUN_LISTS = {"figure2": figure2_runs, "table16": table16_runs}
+
+__all__ = ["REPRODUCTIONS", "RUN_LISTS", "SIZES", "figure2", "figure2_runs", "table16"]

@@ -1,0 +1,34 @@
+"""Figure 2 / Table 15 and Table 16 (minilora.paper.sizes): their runs share Table 4's records."""
+
+from __future__ import annotations
+
+from minilora.paper import experiments, protocol, sizes, tables
+
+
+def test_every_size_and_data_size_is_planned_and_all_data_cells_are_table4s():
+    b = tables.get_budget("full")
+    records = protocol.Records()  # the committed ones: FT's and LoRA's rates are chosen
+    fig, fig_waiting = sizes.figure2_runs(b, records)
+    n_configs = sum(len(v) for v in sizes.SIZES.values())
+    assert len(fig) + len(fig_waiting) == n_configs * len(tables.TASKS) * len(sizes.SEEDS)
+    t16, _ = sizes.table16_runs(b, records)
+    table4, _ = tables.table4_runs(b, records)
+    t4_keys = {r.key() for r in table4}
+    ft_all = [r for r in t16 if r.method == "ft" and r.n_train == b.n_train]
+    assert ft_all and all(r.key() in t4_keys for r in ft_all)  # the same runs, the same records
+    for n in sizes.LOW_DATA:
+        few = [r for r in t16 if r.n_train == n and r.method == "ft"]
+        assert len(few) == len(tables.TASKS) * len(sizes.SEEDS)
+        assert not {r.key() for r in few} & t4_keys
+        # nothing but the number of examples differs from the all-data run of the same cell
+        for r in few:
+            twin = next(x for x in ft_all if (x.task, x.seed) == (r.task, r.seed))
+            assert {**r.to_dict(), "n_train": 0} == {**twin.to_dict(), "n_train": 0}
+
+
+def test_the_tables_say_what_is_not_yet_run(tmp_path, monkeypatch):
+    monkeypatch.setattr(experiments, "execute", None)  # full-recorded trains nothing
+    fig = sizes.figure2("full-recorded", tmp_path, progress=False).read_text()
+    t16 = sizes.table16("full-recorded", tmp_path, progress=False).read_text()
+    assert "| FT | — | 823,168 |" in fig and "not yet run" in fig
+    assert "| FT | sql | not yet run | not yet run | " in t16
