@@ -276,3 +276,24 @@ def test_bitfit_on_a_model_without_biases_is_refused():
     config = GPTConfig(vocab_size=11, block_size=9, n_layer=2, n_head=2, d_model=8, bias=False)
     with pytest.raises(ValueError, match="no biases"):
         trainable_count("bitfit", config)
+
+
+@pytest.mark.parametrize("name", ["lora+preembed", "lora+prelayer"])
+def test_lora_with_a_prefix_trains_both_and_counts_both(name):
+    """Appendix E: LoRA's A and B and the prefix's vectors train, nothing else; the count from
+    the configuration is the sum of the two methods' counts and equals the built model's."""
+    from minilora.paper.baselines import trainable_count
+
+    base = gpt()
+    settings = {"r": 2, "alpha": 4.0, "targets": ("q", "v"), "l_p": 2, "l_i": 1}
+    model = apply_method(base, name, settings, np.random.default_rng(0))
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert "special" in trainable and all(n == "special" or ".lora_" in n for n in trainable)
+    assert any(".lora_A." in n for n in trainable) and any(".lora_B." in n for n in trainable)
+    counted = sum(p.data.size for p in model.parameters() if p.requires_grad)
+    lora = {k: settings[k] for k in ("r", "alpha", "targets")}
+    prefix = {"l_p": 2, "l_i": 1}
+    expected = trainable_count("lora", base.config, lora) + trainable_count(
+        name.split("+")[1], base.config, prefix
+    )
+    assert counted == trainable_count(name, base.config, settings) == expected

@@ -32,3 +32,19 @@ def test_the_tables_say_what_is_not_yet_run(tmp_path, monkeypatch):
     t16 = sizes.table16("full-recorded", tmp_path, progress=False).read_text()
     assert "| FT | — | 823,168 |" in fig and "not yet run" in fig
     assert "| FT | sql | not yet run | not yet run | " in t16
+
+
+def test_appendix_e_runs_the_combinations_at_loras_rate():
+    from minilora.paper import appendix_e
+
+    b = tables.get_budget("full")
+    records = protocol.Records()
+    ready, waiting = appendix_e.appendix_e_runs(b, records)
+    for task in tables.TASKS:
+        lora_lr, _ = protocol.choose_rate(b, "lora", task, records)
+        combined = [r for r in ready if r.method.startswith("lora+") and r.task == task]
+        assert len(combined) == 2 * len(b.seeds) and {r.lr for r in combined} == {lora_lr}
+    table4, _ = tables.table4_runs(b, records)
+    lora = [r for r in ready if r.method == "lora"]
+    assert lora and {r.key() for r in lora} <= {r.key() for r in table4}
+    assert len(ready) + len(waiting) == len(appendix_e.ROWS) * len(tables.TASKS) * len(b.seeds)

@@ -11,6 +11,7 @@ Names (Hu et al. 2021, arXiv 2106.09685):
     bases    FT and LoRA on two base models (footnote 6)              minilora.paper.bases
     converged  section 7 on the protocol's kept adapters              minilora.paper.converged
     figure2, table16  each method at several sizes; little data (F.2, F.3)  minilora.paper.sizes
+    appendix_e  LoRA combined with PreEmbed and with PreLayer          minilora.paper.appendix_e
     figure3, figure4, table7   section 7's analyses                   minilora.paper.section7
     all      every one of them
 
@@ -43,6 +44,7 @@ REPRODUCTIONS = {
     "converged": ("minilora.paper.converged", "converged"),
     "figure2": ("minilora.paper.sizes", "REPRODUCTIONS"),
     "table16": ("minilora.paper.sizes", "REPRODUCTIONS"),
+    "appendix_e": ("minilora.paper.appendix_e", "appendix_e"),
     "figure3": ("minilora.paper.section7", "REPRODUCTIONS"),
     "figure4": ("minilora.paper.section7", "REPRODUCTIONS"),
     "table7": ("minilora.paper.section7", "REPRODUCTIONS"),
@@ -93,7 +95,8 @@ def reproduce(names, budget: str = "quick", out_dir=DEFAULT_OUT, progress: bool 
     out_dir.mkdir(parents=True, exist_ok=True)
     # the reproductions that read records
     recorded = (
-        "table4", "table5", "table6", "sweeps", "counts", "bases", "converged", "figure2", "table16"
+        "table4", "table5", "table6", "sweeps", "counts", "bases", "converged", "figure2",
+        "table16", "appendix_e",
     )  # fmt: skip
 
     def budget_of(name):  # the other reproductions know quick and full only
@@ -104,9 +107,10 @@ def reproduce(names, budget: str = "quick", out_dir=DEFAULT_OUT, progress: bool 
 
 def plan(names, budget, cache_dir=None) -> str:
     """What ``reproduce NAMES --budget BUDGET`` still has to run, and its CPU time."""
-    from minilora.paper import bases, protocol, sizes, tables
+    from minilora.paper import appendix_e, bases, protocol, sizes, tables
 
     run_lists = {**tables.RUN_LISTS, "bases": bases.bases_runs, **sizes.RUN_LISTS}
+    run_lists["appendix_e"] = appendix_e.appendix_e_runs
     b = tables.get_budget(budget)
     records = protocol.Records(cache_dir)
     missing, pending = {}, {}
