@@ -107,10 +107,11 @@ def reproduce(names, budget: str = "quick", out_dir=DEFAULT_OUT, progress: bool 
 
 def plan(names, budget, cache_dir=None) -> str:
     """What ``reproduce NAMES --budget BUDGET`` still has to run, and its CPU time."""
-    from minilora.paper import appendix_e, bases, protocol, sizes, tables
+    from minilora.paper import appendix_e, bases, converged, protocol, sizes, tables
 
     run_lists = {**tables.RUN_LISTS, "bases": bases.bases_runs, **sizes.RUN_LISTS}
     run_lists["appendix_e"] = appendix_e.appendix_e_runs
+    run_lists["converged"] = lambda b, records: (converged.converged_runs(b, records), [])
     b = tables.get_budget(budget)
     records = protocol.Records(cache_dir)
     missing, pending = {}, {}
