@@ -204,3 +204,32 @@ def test_table1_models_merged_lora_is_a_plain_gpt_again():
     medians = time_forward(models, 2, 6, repeats=3)
     assert set(medians) == set(MODELS) and all(t > 0 for t in medians.values())
     assert repeats("full", 32, 128) == 30 and repeats("full", 1, 32) == 300
+
+
+def test_runs_in_worker_processes_give_the_records_of_one_process(tmp_path):
+    """--jobs N: the same runs in two spawned processes give the same records."""
+    from minilora.paper import protocol, tables
+
+    b = tables.get_budget("quick")
+    runs = [protocol.protocol_run(b, "bitfit", "sql", {}, seed, 1e-2) for seed in (0, 1)]
+    before = {name: os.environ.get(name) for name in experiments.ONE_THREAD}
+    one = experiments.run_all(runs, tmp_path / "one", progress=False, read_first=[])
+    two = experiments.run_all(runs, tmp_path / "two", progress=False, jobs=2, read_first=[])
+    for a, b_ in zip(one, two):
+        assert (a["score"], a["val_loss"], a["trained_digest"]) == (
+            b_["score"],
+            b_["val_loss"],
+            b_["trained_digest"],
+        )
+    assert {name: os.environ.get(name) for name in experiments.ONE_THREAD} == before
+
+
+def test_jobs_must_be_a_whole_number(capsys):
+    from minilora.cli import main
+
+    try:
+        status = main(["reproduce", "table4", "--jobs", "0"])
+    except SystemExit as exit_:
+        status = exit_.code
+    assert status == 2
+    assert "--jobs '0': expected a whole number >= 1" in capsys.readouterr().err

@@ -330,17 +330,28 @@ def _execute_into(args) -> dict:
     return record
 
 
+JOBS = 1  # worker processes for missing runs when run_all is not told (reproduce --jobs)
+ONE_THREAD = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
 def run_all(
-    runs, cache_dir, progress: bool = True, jobs: int = 1, desc: str = "runs", read_first=None
+    runs,
+    cache_dir,
+    progress: bool = True,
+    jobs: int | None = None,
+    desc: str = "runs",
+    read_first=None,
 ) -> list:
     """The records of ``runs`` (in order): recorded ones read, the others executed and cached.
 
     Records are read from ``read_first`` (default: the committed records, ``RECORDS``)
     and then from ``cache_dir``; what is missing is executed and written to ``cache_dir``.
 
-    ``jobs`` > 1 executes missing runs in that many worker processes (each
-    run is still repeatable: it depends on its own settings alone).
+    ``jobs`` > 1 (default: ``JOBS``) executes missing runs in that many worker processes,
+    each with one BLAS thread unless the environment says otherwise (each run is still
+    repeatable: it depends on its own settings alone).
     """
+    jobs = JOBS if jobs is None else jobs
     from tqdm.auto import tqdm
 
     cache = Cache(cache_dir)
@@ -357,11 +368,17 @@ def run_all(
     if jobs > 1 and len(missing) > 1:
         import multiprocessing
 
-        with multiprocessing.get_context("spawn").Pool(min(jobs, len(missing))) as pool:
-            work = [(r, cache.directory) for r in missing]
-            for record in pool.imap_unordered(_execute_into, work):
-                records[next(r for r in missing if r.key() == record["key"])] = record
-                bar.update()
+        unset = [name for name in ONE_THREAD if name not in os.environ]
+        os.environ.update({name: "1" for name in unset})  # the workers inherit it at spawn
+        try:
+            with multiprocessing.get_context("spawn").Pool(min(jobs, len(missing))) as pool:
+                work = [(r, cache.directory) for r in missing]
+                for record in pool.imap_unordered(_execute_into, work):
+                    records[next(r for r in missing if r.key() == record["key"])] = record
+                    bar.update()
+        finally:
+            for name in unset:
+                os.environ.pop(name, None)
     else:
         for r in missing:
             bar.set_postfix_str(f"{r.label()}, {r.task}, seed {r.seed}")

@@ -144,6 +144,9 @@ def _handle(args, command) -> int:
     if getattr(args, "plan", False):
         print(plan(args.names, args.budget, Path(args.out) / "cache"))
         return 0
+    from minilora.paper import experiments
+
+    experiments.JOBS = args.jobs
     paths = reproduce(args.names, args.budget, args.out, progress=not args.no_progress)
     for name, path in paths.items():
         print(f"{name}: {path}")
@@ -158,6 +161,12 @@ def _name(text: str) -> str:
     except ValueError as err:  # unknown reproduction 'x'; valid names: ...
         raise argparse.ArgumentTypeError(str(err)) from None
     return text
+
+
+def _jobs(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"--jobs {text!r}: expected a whole number >= 1")
+    return int(text)
 
 
 def _budget(text: str) -> str:
@@ -200,6 +209,14 @@ def add_cli(subparsers) -> dict:
     )
     p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help=f"default: {DEFAULT_OUT}")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--jobs",
+        type=_jobs,
+        default=1,
+        metavar="N",
+        help="missing runs in N processes at once, one BLAS thread each (2 on a 2-core "
+        "machine; several on a GPU). Default: 1",
+    )
     outputs(p, ("out", "--out", "dir"))
     return {"reproduce": _handle}
 
