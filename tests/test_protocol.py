@@ -48,6 +48,9 @@ def test_the_rate_is_chosen_on_validation_and_the_grid_extended_at_an_edge(tmp_p
     _fake(tmp_path, b, "lora", "sql", {-2: 0.1, -1: 0.2, 0: 0.3, 1: 0.4, 2: 0.5})
     lr, points = protocol.choose_rate(b, "lora", "sql", records)
     assert lr is None and len(points) == 5
+    # the plan lists the extension (and only it) as the run still to do
+    listed = protocol.sweep_runs_missing(b, "lora", "sql", records)
+    assert [r.lr for r in listed] == [protocol.rate("lora", 3)]
     asked = []
 
     def compute(runs):

@@ -141,15 +141,23 @@ def choose_rate(
 
 
 def sweep_runs_missing(b, method: str, task: str, records: Records, base: str = BASE) -> list[Run]:
-    """The sweep runs still to do before the rate of ``method`` on ``task`` is known."""
-    lr, points = choose_rate(b, method, task, records, base=base)
-    if lr is not None or not b.sweep:
-        return []
-    return [
-        protocol_run(b, method, task, swept_settings(method), SWEEP_SEED, rate(method, k), base)
-        for k in GRID
-        if rate(method, k) not in points
-    ]
+    """The sweep runs still to do before the rate of ``method`` on ``task`` is known: the
+    missing rates of the grid, or, once the grid is complete with its best rate at an edge,
+    the rate that extends it (what ``choose_rate`` would compute next)."""
+    asked: list[Run] = []
+
+    class _Asked(Exception):
+        pass
+
+    def note(runs):
+        asked.extend(runs)
+        raise _Asked
+
+    try:
+        choose_rate(b, method, task, records, compute=note, base=base)
+    except _Asked:
+        pass
+    return asked
 
 
 def compute_with(cache_dir, progress: bool, desc: str):
