@@ -48,3 +48,17 @@ def test_appendix_e_runs_the_combinations_at_loras_rate():
     lora = [r for r in ready if r.method == "lora"]
     assert lora and {r.key() for r in lora} <= {r.key() for r in table4}
     assert len(ready) + len(waiting) == len(appendix_e.ROWS) * len(tables.TASKS) * len(b.seeds)
+
+
+def test_a_computing_budget_runs_the_sweeps_these_tables_need(tmp_path, monkeypatch):
+    """figure2, table16 and appendix_e hand ``compute`` to the sweeps, as tables 4-6 do."""
+    from minilora.paper import appendix_e
+
+    monkeypatch.setattr(experiments, "RECORDS", tmp_path / "none")
+    b = tables.get_budget("full")
+    for runs_of in (sizes.figure2_runs, sizes.table16_runs, appendix_e.appendix_e_runs):
+        asked = []
+        runs_of(b, protocol.Records(tmp_path), lambda runs, asked=asked: asked.extend(runs))
+        assert {r.lr for r in asked if r.method == "lora"} >= {
+            protocol.rate("lora", k) for k in protocol.GRID
+        }, runs_of.__name__

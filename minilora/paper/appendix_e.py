@@ -13,9 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from minilora.paper import protocol as P
-from minilora.paper.experiments import Run, run_all
+from minilora.paper.experiments import Run
 from minilora.paper.report import header, mean_sd, write
-from minilora.paper.tables import TASKS, get_budget
+from minilora.paper.tables import TASKS, get_budget, records_of
 
 LORA = {"r": 8, "alpha": P.ALPHA, "targets": ("q", "v")}
 PREFIX = {"l_p": 8, "l_i": 8}
@@ -25,10 +25,10 @@ ROWS = [
 ]  # fmt: skip
 
 
-def _rate(b, method: str, task: str, records):
+def _rate(b, method: str, task: str, records, compute=None):
     """The rate a row runs at: its own sweep's, LoRA's for the combinations."""
     swept = "lora" if method.startswith("lora+") else method
-    return P.choose_rate(b, swept, task, records)[0]
+    return P.choose_rate(b, swept, task, records, compute)[0]
 
 
 def appendix_e_runs(b, records=None, compute=None) -> tuple[list[Run], list[Run]]:
@@ -37,7 +37,7 @@ def appendix_e_runs(b, records=None, compute=None) -> tuple[list[Run], list[Run]
     ready, waiting = [], []
     for task in tasks:
         for method, settings in ROWS:
-            lr = _rate(b, method, task, records)
+            lr = _rate(b, method, task, records, compute)
             for seed in b.seeds:
                 lr_or_default = lr if lr is not None else P.DEFAULT_LR[method.split("+")[0]]
                 run = P.protocol_run(b, method, task, settings, seed, lr_or_default)
@@ -48,13 +48,7 @@ def appendix_e_runs(b, records=None, compute=None) -> tuple[list[Run], list[Run]
 def appendix_e(budget, out_dir: Path, progress: bool = True) -> Path:
     """LoRA, PreEmbed, PreLayer and their combinations with LoRA, on both tasks."""
     b, out_dir = get_budget(budget), Path(out_dir)
-    cache = out_dir / "cache"
-    records = P.Records(cache)
-    runs, _ = appendix_e_runs(b, records)
-    if b.compute:
-        recs = dict(zip(runs, run_all(runs, cache, progress, desc="appendix_e")))
-    else:
-        recs = {r: rec for r in runs if (rec := records.get(r)) is not None}
+    recs = records_of(appendix_e_runs, "appendix_e", b, out_dir, progress)
     tasks = TASKS[:1] if b.name == "quick" else TASKS
     lines = header(
         "Appendix E (LoRA with a prefix method)", b, list(recs.values()),

@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 
 from minilora.paper import protocol as P
-from minilora.paper.experiments import Run, run_all
+from minilora.paper.experiments import Run
 from minilora.paper.report import header, mean_sd, plot, write
-from minilora.paper.tables import TASKS, get_budget
+from minilora.paper.tables import TASKS, get_budget, records_of
 
 BASES = ("char-small", "char-small-mixed")
 ROWS = [("ft", {}), ("lora", P.LORA_SWEPT)]
@@ -56,17 +56,6 @@ def bases_runs(b, records=None, compute=None) -> tuple[list[Run], list[Run]]:
     return sweeps + ready, waiting
 
 
-def _records(b, out_dir: Path, progress: bool) -> dict:
-    cache = out_dir / "cache"
-    if not b.compute:
-        records = P.Records(cache)
-        runs, _ = bases_runs(b, records)
-        return {r: rec for r in runs if (rec := records.get(r)) is not None}
-    compute = P.compute_with(cache, progress, "bases (sweeps)")
-    runs, _ = bases_runs(b, P.Records(cache), compute)
-    return dict(zip(runs, run_all(runs, cache, progress, desc="bases")))
-
-
 def lead(ft: list, lora: list) -> str:
     """FT's mean minus LoRA's, in points, with the standard error of that difference."""
     if len(ft) < 2 or len(lora) < 2:
@@ -79,7 +68,7 @@ def lead(ft: list, lora: list) -> str:
 def bases(budget, out_dir: Path, progress: bool = True) -> Path:
     """FT and LoRA r = 8 on both bases and both tasks, and FT's lead on each base."""
     b, out_dir = get_budget(budget), Path(out_dir)
-    recs = _records(b, out_dir, progress)
+    recs = records_of(bases_runs, "bases", b, out_dir, progress)
     cells: dict = {}
     for run, rec in recs.items():
         if run.seed in b.main_seeds and rec.get("score") is not None:

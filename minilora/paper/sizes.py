@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from minilora.paper import protocol as P
-from minilora.paper.experiments import Run, run_all
+from minilora.paper.experiments import Run
 from minilora.paper.report import header, mean_sd, plot, write
-from minilora.paper.tables import TASKS, get_budget
+from minilora.paper.tables import TASKS, get_budget, records_of
 
 SEEDS = (0, 1)
 LORA = {"alpha": P.ALPHA, "targets": ("q", "v")}
@@ -44,12 +44,12 @@ def _plan(b):
     return (TASKS[:1], (0,)) if b.name == "quick" else (TASKS, SEEDS)
 
 
-def _ready(b, records, cells) -> tuple[list[Run], list[Run]]:
+def _ready(b, records, cells, compute=None) -> tuple[list[Run], list[Run]]:
     """Runs of [(method, settings, task, n_train)] whose rate is chosen; and those waiting."""
     tasks, seeds = _plan(b)
     ready, waiting = [], []
     for method, settings, task, n_train in cells:
-        lr, _ = P.choose_rate(b, method, task, records)
+        lr, _ = P.choose_rate(b, method, task, records, compute)
         for seed in seeds:
             run = P.protocol_run(b, method, task, settings, seed, lr or P.DEFAULT_LR[method])
             run = Run(**{**run.to_dict(), "settings": run.settings, "n_train": n_train})
@@ -61,23 +61,14 @@ def figure2_runs(b, records=None, compute=None):
     tasks, _ = _plan(b)
     methods = ("lora", "preembed") if b.name == "quick" else tuple(SIZES)  # quick: two curves
     cells = [(m, s, t, b.n_train) for t in tasks for m in methods for s in SIZES[m]]
-    return _ready(b, records or P.Records(), cells)
+    return _ready(b, records or P.Records(), cells, compute)
 
 
 def table16_runs(b, records=None, compute=None):
     tasks, _ = _plan(b)
     sizes = (*LOW_DATA, b.n_train) if b.name != "quick" else (24, b.n_train)
     cells = [(m, s, t, n) for t in tasks for m, s in LOW_DATA_METHODS.items() for n in sizes]
-    return _ready(b, records or P.Records(), cells)
-
-
-def _records(runs_of, name: str, b, out_dir: Path, progress: bool) -> dict:
-    cache = out_dir / "cache"
-    records = P.Records(cache)
-    runs, _ = runs_of(b, records)
-    if b.compute:
-        return dict(zip(runs, run_all(runs, cache, progress, desc=name)))
-    return {r: rec for r in runs if (rec := records.get(r)) is not None}
+    return _ready(b, records or P.Records(), cells, compute)
 
 
 def _scores(recs: dict, method: str, settings: dict, task: str, n_train: int) -> list:
@@ -98,7 +89,7 @@ def _size_label(method: str, settings: dict) -> str:
 def figure2(budget, out_dir: Path, progress: bool = True) -> Path:
     """Score against trainable parameters, each method at several sizes (Figure 2, Table 15)."""
     b, out_dir = get_budget(budget), Path(out_dir)
-    recs = _records(figure2_runs, "figure2", b, out_dir, progress)
+    recs = records_of(figure2_runs, "figure2", b, out_dir, progress)
     tasks, seeds = _plan(b)
     lines = header(
         "Figure 2 and Table 15 (appendix F.2)", b, list(recs.values()),
@@ -138,7 +129,7 @@ def figure2(budget, out_dir: Path, progress: bool = True) -> Path:
 def table16(budget, out_dir: Path, progress: bool = True) -> Path:
     """Little training data (Table 16): 100, 1,000 and all training examples."""
     b, out_dir = get_budget(budget), Path(out_dir)
-    recs = _records(table16_runs, "table16", b, out_dir, progress)
+    recs = records_of(table16_runs, "table16", b, out_dir, progress)
     tasks, seeds = _plan(b)
     sizes = sorted({run.n_train for run in recs} | ({*LOW_DATA, b.n_train}
                    if b.name != "quick" else {24, b.n_train}))  # fmt: skip

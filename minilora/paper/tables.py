@@ -170,15 +170,17 @@ def table6_runs(b: Budget, records=None, compute=None) -> tuple[list[Run], list[
 RUN_LISTS = {"table4": table4_runs, "table5": table5_runs, "table6": table6_runs}
 
 
-def _records(name: str, b: Budget, out_dir: Path, progress: bool) -> dict:
-    """{run: record} of table ``name``: sweeps first (choosing the rates), then the cells."""
+def records_of(runs_of, name: str, b: Budget, out_dir: Path, progress: bool) -> dict:
+    """{run: record} of the runs ``runs_of(b, records, compute)`` lists (a ``RUN_LISTS``-like
+    function): the sweeps first (choosing the rates), then the cells; with a budget that
+    computes nothing, the records there are."""
     cache = out_dir / "cache"
     if not b.compute:
         records = P.Records(cache)
-        runs, _ = RUN_LISTS[name](b, records)
+        runs, _ = runs_of(b, records)
         return {r: rec for r in runs if (rec := records.get(r)) is not None}
     compute = P.compute_with(cache, progress, f"{name} (sweeps)")
-    runs, waiting = RUN_LISTS[name](b, P.Records(cache), compute)
+    runs, waiting = runs_of(b, P.Records(cache), compute)
     assert not waiting, "every sweep was computed, so every rate is known"
     return dict(zip(runs, run_all(runs, cache, progress, desc=name)))
 
@@ -197,7 +199,7 @@ def _cell(index, method, settings, task, seeds) -> list:
 def table4(budget: str, out_dir: Path, progress: bool = True) -> Path:
     """Every method on both tasks (the paper's Table 4, and Figure 2's picture)."""
     b, out_dir = get_budget(budget), Path(out_dir)
-    recs = _records("table4", b, out_dir, progress)
+    recs = records_of(table4_runs, "table4", b, out_dir, progress)
     index = _index(recs)
     lines = header(
         "Table 4 (LoRA section 5.4)", b, list(recs.values()), "Every method on both tasks."
@@ -260,7 +262,7 @@ def _tag(targets) -> str:
 def table5(budget: str, out_dir: Path, progress: bool = True) -> Path:
     """One parameter budget spent on different weight types (the paper's Table 5)."""
     b, out_dir = get_budget(budget), Path(out_dir)
-    recs = _records("table5", b, out_dir, progress)
+    recs = records_of(table5_runs, "table5", b, out_dir, progress)
     index = _index(recs)
     lines = header(
         "Table 5 (LoRA section 7.1)", b, list(recs.values()),
@@ -289,7 +291,7 @@ def table5(budget: str, out_dir: Path, progress: bool = True) -> Path:
 def table6(budget: str, out_dir: Path, progress: bool = True) -> Path:
     """LoRA's rank r (the paper's Table 6), with a plot of score against r."""
     b, out_dir = get_budget(budget), Path(out_dir)
-    recs = _records("table6", b, out_dir, progress)
+    recs = records_of(table6_runs, "table6", b, out_dir, progress)
     index = _index(recs)
     lines = header(
         "Table 6 (LoRA section 7.2)", b, list(recs.values()),
@@ -328,6 +330,6 @@ def table6(budget: str, out_dir: Path, progress: bool = True) -> Path:
 TABLES = {"table4": table4, "table5": table5, "table6": table6}
 
 __all__ = [
-    "BUDGETS", "LR", "RUN_LISTS", "TABLES", "Budget", "get_budget", "table4_runs",
+    "BUDGETS", "LR", "RUN_LISTS", "TABLES", "Budget", "get_budget", "records_of", "table4_runs",
     "table5_runs", "table6_runs",
 ]  # fmt: skip
