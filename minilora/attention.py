@@ -101,7 +101,7 @@ def attention_fast(
     if training and dropout_p > 0.0:
         keep = dropout_mask(probs.shape, dropout_p, probs.dtype, q.device)
     used = probs if keep is None else probs * keep
-    out = mm(used, v.data, out=_heads_side_by_side(xp, used.shape[:-1] + v.shape[-1:], v.dtype))
+    out = mm(used, v.data)  # (..., T, D)
 
     def backward(g):
         gv = mm(used.swapaxes(-1, -2), g) if v.requires_grad else None
@@ -118,19 +118,6 @@ def attention_fast(
 
     return make_result(out, (q, k, v), backward, "attention")
     # END ANSWER: softmax
-
-
-def _heads_side_by_side(xp, shape, dtype):
-    """An empty (..., H, T, D) array whose memory is laid out as (..., T, H, D).
-
-    The model puts the heads back side by side with ``y.transpose(1, 2).reshape(B, T, C)``:
-    with this layout that is a view, not a copy of the output (the same numbers; one
-    (B, T, C) buffer less per block, in time and in memory).
-    """
-    if len(shape) < 3 or xp is not np:  # on the GPU: a plain array (the copy is cheap there)
-        return xp.empty(shape, dtype=dtype)
-    *lead, heads, T, D = shape
-    return xp.empty((*lead, T, heads, D), dtype=dtype).swapaxes(-2, -3)
 
 
 _causal_masks: dict = {}
