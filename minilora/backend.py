@@ -197,7 +197,9 @@ def cpu_threads() -> int:
     """
     global _threads
     if _threads is None:
-        for name in ("MINILORA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        # Opt-in: with torch imported in the same process, the threaded blocks gave a different
+        # demo result (unexplained, 2026-11-30), so the default is one thread.
+        for name in ("MINILORA_NUM_THREADS",):
             value = os.environ.get(name, "").strip()
             if not value:
                 continue
@@ -206,8 +208,7 @@ def cpu_threads() -> int:
             _threads = int(value)
             break
         else:
-            affinity = getattr(os, "sched_getaffinity", None)
-            _threads = len(affinity(0)) if affinity else (os.cpu_count() or 1)
+            _threads = 1
     return _threads
 
 

@@ -64,8 +64,8 @@ def test_an_error_in_a_worker_reaches_the_caller(tiny_blocks, monkeypatch):
     ("env", "expected"),
     [
         ({"MINILORA_NUM_THREADS": "3", "OMP_NUM_THREADS": "1"}, 3),
-        ({"OMP_NUM_THREADS": "1"}, 1),
-        ({"OPENBLAS_NUM_THREADS": "2"}, 2),
+        ({"OMP_NUM_THREADS": "4"}, 1),  # opt-in only: MINILORA_NUM_THREADS
+        ({"OPENBLAS_NUM_THREADS": "2"}, 1),
     ],
 )
 def test_thread_count_comes_from_the_environment(monkeypatch, env, expected):
