@@ -115,6 +115,41 @@ def test_a_recomputed_run_matches_its_record(monkeypatch, tmp_path):
         assert again["trained_digest"] == record["trained_digest"]
 
 
+def test_every_sweep_runs_in_one_round_and_idle_workers_take_known_cells(tmp_path, monkeypatch):
+    """records_of computes the sweeps of all methods together (so --jobs workers share them),
+    then each edge's extension, filling idle workers with cells whose rate is chosen."""
+    monkeypatch.setattr(experiments, "RECORDS", tmp_path / "none")
+    monkeypatch.setattr(experiments, "JOBS", 2)
+    b = tables.get_budget("full")
+    step = {(m, protocol.rate(m, k)): k for m in ("ft", "lora") for k in range(-6, 9)}
+    peak = {"ft": 0, "lora": 3}  # lora's best lies beyond the grid's top edge
+    batches = []
+
+    def fake_run_all(runs, cache_dir, progress=True, desc=""):
+        batches.append([(r.method, r.seed, step[r.method, r.lr]) for r in runs])
+        for r in runs:
+            if Cache(cache_dir).get(r) is None:
+                score = 0.9 - 0.1 * abs(step[r.method, r.lr] - peak[r.method])
+                Cache(cache_dir).put(r, {"key": r.key(), "val_score": score, "val_loss": 1 - score})
+        return [Cache(cache_dir).get(r) for r in runs]
+
+    def runs_of(b, records=None, compute=None):
+        lr = tables.rates(b, records, ("sql",), ["ft", "lora"], compute)
+        rows = [("ft", {}), ("lora", protocol.swept_settings("lora"))]
+        return tables._cells(b, rows, ("sql",), lambda m: (0, 1), lr)
+
+    monkeypatch.setattr(tables, "run_all", fake_run_all)
+    recs = tables.records_of(runs_of, "test", b, tmp_path, progress=False)
+    grid = sorted(protocol.GRID)
+    assert sorted(batches[0]) == sorted(
+        [("ft", 0, k) for k in grid] + [("lora", 0, k) for k in grid]
+    )  # both sweeps at once
+    assert batches[1] == [("lora", 0, 3), ("ft", 1, 0)]  # the extension, and a known cell
+    assert batches[2] == [("lora", 0, 4)]  # 3 beat 2: one more; 4 is worse, so 3 is chosen
+    assert sorted(batches[3]) == [("ft", 0, 0), ("ft", 1, 0), ("lora", 0, 3), ("lora", 1, 3)]
+    assert len(batches) == 4 and all(rec is not None for rec in recs.values())
+
+
 def test_full_recorded_computes_nothing_and_marks_what_is_missing(tmp_path, monkeypatch):
     monkeypatch.setattr(experiments, "RECORDS", tmp_path / "none")
     monkeypatch.setattr(experiments, "execute", None)  # any training would fail

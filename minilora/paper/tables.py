@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from minilora.paper import experiments
 from minilora.paper import protocol as P
 from minilora.paper.baselines import METHODS
 from minilora.paper.experiments import METRICS, Run, run_all
@@ -173,14 +174,26 @@ RUN_LISTS = {"table4": table4_runs, "table5": table5_runs, "table6": table6_runs
 def records_of(runs_of, name: str, b: Budget, out_dir: Path, progress: bool) -> dict:
     """{run: record} of the runs ``runs_of(b, records, compute)`` lists (a ``RUN_LISTS``-like
     function): the sweeps first (choosing the rates), then the cells; with a budget that
-    computes nothing, the records there are."""
+    computes nothing, the records there are.
+
+    The sweeps run in rounds: each round asks ``runs_of`` which sweep runs it is missing
+    (every sweep at once, so that ``--jobs`` workers share them), computes them, and asks
+    again until every rate is chosen (an edge's extension is the next round). Workers left
+    idle by a short round take cells whose rate is already known."""
     cache = out_dir / "cache"
+    records = P.Records(cache)
     if not b.compute:
-        records = P.Records(cache)
         runs, _ = runs_of(b, records)
         return {r: rec for r in runs if (rec := records.get(r)) is not None}
-    compute = P.compute_with(cache, progress, f"{name} (sweeps)")
-    runs, waiting = runs_of(b, P.Records(cache), compute)
+    while True:
+        wanted = []
+        runs, waiting = runs_of(b, records, wanted.extend)
+        sweeps = list(dict.fromkeys(r for r in wanted if records.get(r) is None))
+        if not sweeps:
+            break
+        idle = max(0, experiments.JOBS - len(sweeps))
+        known = [r for r in dict.fromkeys(runs) if r not in sweeps and records.get(r) is None]
+        run_all(sweeps + known[:idle], cache, progress, desc=f"{name} (sweeps)")
     assert not waiting, "every sweep was computed, so every rate is known"
     return dict(zip(runs, run_all(runs, cache, progress, desc=name)))
 
