@@ -1,9 +1,13 @@
-"""`minilora demo`, shortened: the report it prints, the adapter it saves, and that LoRA learns.
+"""`minilora demo` at its own recipe: its report, the adapter it saves, and that LoRA learns.
 
-The full demo (1,200 steps) reaches about 0.5 exact match in about 2 minutes (README). Here 600
-steps on 50 test questions keep CI fast; on the project's machine this run scored 0.14 (7 of 50)
-against the base model's 0.0. The bound below, 3 of 50, leaves room for the floating-point
-differences of other BLAS builds while still failing if LoRA learned nothing.
+The run is the README's (1,200 steps, 200 test questions), because exact match part way
+through training is not a stable quantity: at 600 steps the same seed scored 8, 7 and 2 of
+50 as the rounding of the element-wise ops and of the BLAS threads changed (2026-11-29/30,
+the last in CI): there the score is still climbing steeply, and another rounding moves a run
+along that slope. At the end of the recipe the cosine schedule has brought the rate down
+to zero and the score varies little: 0.505 (2026-11-24) and 0.520 (2026-11-30) on 200
+questions. The bound, 0.25, is more than six binomial standard errors (0.035) below those,
+so another rounding does not cross it; a LoRA that learned little does (the base scores 0).
 """
 
 import json
@@ -14,16 +18,14 @@ from minilora.cli import main
 from minilora.demo import run_demo
 from minilora.interop.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 
-MIN_EXACT_MATCH_AFTER = 3 / 50
+MIN_EXACT_MATCH_AFTER = 0.25
 
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "adapter"
     lines = []
-    result = run_demo(
-        steps=600,
-        n_eval=50,
+    result = run_demo(  # the demo's own recipe: DEMO_STEPS, DEMO_EVAL
         out=str(out),
         seed=0,
         progress=False,
