@@ -29,6 +29,7 @@ FIGURES = {  # written by reproduce -> name under docs/figures
     "curves-sql.png": "protocol-curves-sql.png", "curves-nli.png": "protocol-curves-nli.png",
     "table4.png": "protocol-table4.png", "bases.png": "protocol-bases.png",
     "converged.png": "protocol-converged.png",
+    "converged-directions.png": "protocol-converged-directions.png",
 }  # fmt: skip
 
 

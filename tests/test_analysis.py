@@ -19,6 +19,7 @@ from minilora import backend
 from minilora.nn import Linear
 from minilora.paper.analysis import (
     amplification,
+    direction_profile,
     expected_random_norm,
     subspace_similarity,
     subspace_similarity_grid,
@@ -265,6 +266,44 @@ def test_amplification_errors():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         amplification(w, rank1, 1)
+
+
+# ------------------------------------------------------------- where dW's directions lie
+
+
+@given(seed=SEEDS, d=st.integers(2, 9), k=st.integers(2, 9), data=st.data())
+def test_direction_profile_of_an_update_built_on_ws_own_directions(seed, d, k, data):
+    """dW made of W's last r right directions puts all its mass there; of its first r, there."""
+    r = data.draw(st.integers(1, min(d, k)))
+    rng = np.random.default_rng(seed)
+    q1, _ = np.linalg.qr(rng.standard_normal((d, d)))
+    q2, _ = np.linalg.qr(rng.standard_normal((k, k)))
+    s = np.linspace(3.0, 1.0, min(d, k))  # distinct singular values: a well-defined order
+    w = q1[:, : len(s)] @ np.diag(s) @ q2[:, : len(s)].T
+    for where in ("first", "last"):
+        cols = slice(0, r) if where == "first" else slice(len(s) - r, len(s))
+        dw = q1[:, cols] @ np.diag(rng.uniform(1, 2, r)) @ q2[:, cols].T
+        p = direction_profile(w, dw, r)
+        expected = np.zeros(k)
+        expected[cols] = 1.0
+        np.testing.assert_allclose(p, expected, atol=1e-9, err_msg=where)
+
+
+@given(seed=SEEDS, d=st.integers(1, 9), k=st.integers(1, 9), data=st.data())
+def test_direction_profile_is_a_split_of_r_over_ws_basis(seed, d, k, data):
+    r = data.draw(st.integers(1, min(d, k)))
+    p = direction_profile(gaussian(seed, d, k), gaussian(seed + 1, d, k), r)
+    assert p.shape == (k,) and p.dtype == np.float64
+    assert np.all(p >= -1e-12) and np.all(p <= 1 + 1e-12)
+    assert p.sum() == pytest.approx(r, rel=1e-12)
+
+
+def test_direction_profile_errors():
+    w = gaussian(0, 6, 4)
+    with pytest.raises(ValueError, match=r"same shape.*W \(6, 4\) and dW \(4, 6\)"):
+        direction_profile(w, w.T, 1)
+    with pytest.raises(ValueError, match=r"r=5 is out of range: expected 1 <= r <= 4"):
+        direction_profile(w, w, 5)
 
 
 # --------------------------------------------------------------------------- spectrum

@@ -31,6 +31,17 @@ def test_every_rank_and_projection_has_its_row_and_its_nulls(quick):
             cells = [c.strip() for c in row.split("|")[6:10]]
             assert all(c != "—" for c in cells), row  # seeds, start, two starts, chance
     assert (out / "converged.png").stat().st_size > 1000
+    assert (out / "converged-directions.png").stat().st_size > 1000
+
+
+def test_table7_rows_give_the_share_of_dW_along_ws_weaker_half(quick):
+    _, text = quick
+    rows = [x for x in text.splitlines() if x.startswith("| char-small | sql |")]
+    table7 = [row for row in rows if row.count("|") == 12]  # Table 7's 11 columns
+    assert len(table7) == 2 * len(converged.RANKS)
+    for row in table7:
+        weaker = float(row.split("|")[11])
+        assert 0.0 <= weaker <= 1.0, row
 
 
 def test_dW_is_the_layers_own_update(quick):

@@ -254,6 +254,31 @@ def amplification(W, dW, r: int, seed: int = 0) -> Amplification:
     )
 
 
+def direction_profile(W, dW, r: int) -> np.ndarray:
+    """Where dW's input directions lie among W's (section 7.3, in the spirit of Figure 8).
+
+    With V the top-r right singular vectors of dW (r x k) and v_1..v_k those of W, strongest
+    first (a full basis: past W's rank, its null space), returns p (k,) with
+
+        p[i] = ||V v_i||^2,   0 <= p[i] <= 1,   sum(p) = r,
+
+    the share of dW's r-dimensional input subspace along W's i-th direction. Unrelated
+    subspaces give r / k on average; mass at the start means dW reads what W already reads
+    most, mass at the end that it reads directions W does not emphasise.
+    """
+    w, dw = _matrix(W, "W"), _matrix(dW, "dW")
+    xp = _same_device(("W", w), ("dW", dw))
+    if w.shape != dw.shape:
+        raise ValueError(
+            f"W and dW must have the same shape (dW is an update of W), "
+            f"got W {tuple(w.shape)} and dW {tuple(dw.shape)}"
+        )
+    r = _check_index("r", r, min(w.shape), f"min(d, k) for W of shape {tuple(w.shape)}")
+    v = _right_singular_vectors(dw)[:r]  # (r, k)
+    basis = xp.linalg.svd(w, full_matrices=True)[2]  # (k, k): rows v_1..v_k
+    return backend.to_numpy(((v @ basis.T) ** 2).sum(axis=0)).astype(np.float64)
+
+
 def expected_random_norm(d: int, k: int, r: int, w_fro: float) -> float:
     """sqrt(E||U^T W V^T||_F^2) for uniformly random r-frames U (d x r), V (k x r).
 

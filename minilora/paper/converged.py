@@ -10,8 +10,9 @@ them, over every pair of seeds there is rather than one pair:
   much of A is still its random start: A gets small gradients while B is near zero, section
   7.2's caveat) and max(i, j) / k, the expectation for unrelated subspaces.
 * **Figure 3 across ranks**: phi(A_r=8, A_r=64) of the same seed, top directions.
-* **Figure 8**: phi between the top-i right singular directions of W and of dW: does dW point
-  where W is strong?
+* **Figure 8**: phi between the top-i right singular directions of W and of dW, and where
+  dW's input directions lie among W's, strongest to weakest (``analysis.direction_profile``):
+  does dW read what W reads most, or what W does not emphasise?
 * **Table 7**: ‖dW‖_F beside ‖W‖_F (the paper's dWq at r = 4 is 6.91 against ‖Wq‖_F = 61.95,
   about a ninth) and the amplification factor ‖dW‖_F / ‖U^T W V^T‖_F.
 
@@ -28,7 +29,7 @@ import numpy as np
 from minilora.paper import analysis
 from minilora.paper import protocol as P
 from minilora.paper.experiments import RECORDS, Cache, run_all
-from minilora.paper.report import write
+from minilora.paper.report import plot, write
 from minilora.paper.tables import TASKS, get_budget
 from minilora.work.pretrained import load_pretrained
 
@@ -158,7 +159,20 @@ def converged(budget, out_dir: Path, progress: bool = True) -> Path:
                     if grids:
                         label = f"{base}, {task}, r={r}, W{proj}"
                         panels.append((-r, label, np.mean(grids, axis=0)))
-    lines += _table7(found)
+    table7, profiles = _table7(found)
+    lines += table7
+    if profiles:
+        k = len(next(iter(profiles.values())))
+        at = sorted({*range(0, k, max(1, k // 32)), k - 1})  # a mark every few directions
+        series = {label: [(i + 1, float(np.cumsum(p)[i] / p.sum())) for i in at]
+                  for label, p in profiles.items()}  # fmt: skip
+        series["unrelated subspaces"] = [(i + 1, (i + 1) / k) for i in at]
+        plot(
+            out_dir / "converged-directions.png", series, "W's right singular directions, "
+            "strongest first", "Figure 8: where dW's input directions lie among W's "
+            "(cumulative share)", logx=False, ylabel="share of dW's top-r subspace (%)",
+        )  # fmt: skip
+        lines += ["", "![where dW's directions lie](converged-directions.png)"]
     if panels:
         from minilora.paper.section7 import _heatmaps
 
@@ -168,8 +182,9 @@ def converged(budget, out_dir: Path, progress: bool = True) -> Path:
     return write(out_dir / "converged.md", lines)
 
 
-def _table7(found: dict) -> list[str]:
-    """Table 7's norms and Figure 8's overlap of W's and dW's directions, per cell."""
+def _table7(found: dict) -> tuple[list[str], dict]:
+    """Table 7's norms and Figure 8's overlap of W's and dW's directions, per cell; and each
+    cell's direction profile (mean over blocks and seeds), for the plot."""
     lines = [
         "",
         "## dW against W (Table 7, Figure 8)",
@@ -178,11 +193,14 @@ def _table7(found: dict) -> list[str]:
         "‖dW‖_F / ‖W‖_F; factor: ‖dW‖_F / ‖U^T W V^T‖_F with U, V dW's top-r singular vectors "
         "(section 7.3); "
         "phi(W, dW): Eq. 4 between the top-8 right singular directions of W and of dW "
-        "(random: 8 / k).",
+        "(random: 8 / k); weaker half: the share of dW's top-r input subspace that lies along "
+        "W's weaker half of directions (`analysis.direction_profile`; random: 0.5).",
         "",
-        "| base | task | r | proj | seeds | ‖W‖_F | ‖dW‖_F | ratio | factor | phi(W, dW) |",
-        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|",
+        "| base | task | r | proj | seeds | ‖W‖_F | ‖dW‖_F | ratio | factor | phi(W, dW) "
+        "| weaker half |",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    profiles = {}
     bases = {}
     for base, task, r in sorted({key[:3] for key in found}):
         if base not in bases:
@@ -190,20 +208,26 @@ def _table7(found: dict) -> list[str]:
         model = bases[base]
         seeds = [s for (bb, t, rr, s) in found if (bb, t, rr) == (base, task, r)]
         for proj in PROJECTIONS:
-            rows = []
+            rows, profile = [], []
             for s in seeds:
                 for blk, block in enumerate(model.blocks):
                     W = getattr(block.attn, f"{proj}_proj").weight.numpy().astype(np.float64)
                     dW = _dW(found[base, task, r, s], blk, proj, r)
                     amp = analysis.amplification(W, dW, r)
                     phi = analysis.subspace_similarity(W, dW, 8, min(8, r))
-                    rows.append((amp.w_fro, amp.dw_fro, amp.dw_fro / amp.w_fro, amp.factor, phi))
+                    p = analysis.direction_profile(W, dW, r)
+                    weak = p[len(p) // 2 :].sum() / r
+                    rows.append(
+                        (amp.w_fro, amp.dw_fro, amp.dw_fro / amp.w_fro, amp.factor, phi, weak)
+                    )
+                    profile.append(p)
             m = np.mean(rows, axis=0)
             lines.append(
                 f"| {base} | {task} | {r} | W{proj} | {len(seeds)} | {m[0]:.2f} | {m[1]:.3f} | "
-                f"{m[2]:.3f} | {m[3]:.1f} | {m[4]:.3f} |"
+                f"{m[2]:.3f} | {m[3]:.1f} | {m[4]:.3f} | {m[5]:.3f} |"
             )
-    return lines
+            profiles[f"{base}, {task}, r={r}, W{proj}"] = np.mean(profile, axis=0)
+    return lines, profiles
 
 
 __all__ = ["RANKS", "converged", "converged_runs"]
