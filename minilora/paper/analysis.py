@@ -201,6 +201,18 @@ def _fro(a) -> float:
     return float(xp.sqrt((a * a).sum()))
 
 
+def _weight_and_update(W, dW):
+    """(w, dw, xp): W and dW as float64 matrices of one shape on one device, and its module."""
+    w, dw = _matrix(W, "W"), _matrix(dW, "dW")
+    xp = _same_device(("W", w), ("dW", dw))
+    if w.shape != dw.shape:
+        raise ValueError(
+            f"W and dW must have the same shape (dW is an update of W), "
+            f"got W {tuple(w.shape)} and dW {tuple(dw.shape)}"
+        )
+    return w, dw, xp
+
+
 def amplification(W, dW, r: int, seed: int = 0) -> Amplification:
     """Section 7.3 / Table 7: does dW amplify directions that W already has?
 
@@ -217,13 +229,7 @@ def amplification(W, dW, r: int, seed: int = 0) -> Amplification:
     0.020 at r=4 and 0.323 at r=64, next to the paper's single draws 0.02 / 0.33.
     """
     raw_dw = _as_array(dW, "dW")
-    w, dw = _matrix(W, "W"), _matrix(raw_dw, "dW")
-    xp = _same_device(("W", w), ("dW", dw))
-    if w.shape != dw.shape:
-        raise ValueError(
-            f"W and dW must have the same shape (dW is an update of W), "
-            f"got W {tuple(w.shape)} and dW {tuple(dw.shape)}"
-        )
+    w, dw, xp = _weight_and_update(W, raw_dw)
     d, k = w.shape
     r = _check_index("r", r, min(d, k), f"min(d, k) for W of shape {(d, k)}")
     u, s, vh = xp.linalg.svd(dw, full_matrices=False)
@@ -266,13 +272,7 @@ def direction_profile(W, dW, r: int) -> np.ndarray:
     subspaces give r / k on average; mass at the start means dW reads what W already reads
     most, mass at the end that it reads directions W does not emphasise.
     """
-    w, dw = _matrix(W, "W"), _matrix(dW, "dW")
-    xp = _same_device(("W", w), ("dW", dw))
-    if w.shape != dw.shape:
-        raise ValueError(
-            f"W and dW must have the same shape (dW is an update of W), "
-            f"got W {tuple(w.shape)} and dW {tuple(dw.shape)}"
-        )
+    w, dw, xp = _weight_and_update(W, dW)
     r = _check_index("r", r, min(w.shape), f"min(d, k) for W of shape {tuple(w.shape)}")
     v = _right_singular_vectors(dw)[:r]  # (r, k)
     basis = xp.linalg.svd(w, full_matrices=True)[2]  # (k, k): rows v_1..v_k
