@@ -15,7 +15,10 @@ def test_each_base_gets_its_own_sweeps_and_shares_char_smalls_records(tmp_path, 
     grid = len(protocol.GRID)
     assert len(runs) == len(bases.BASES) * 2 * 2 * grid  # 2 tasks x 2 methods x grid
     assert {r.base for r in runs} == set(bases.BASES)
-    assert len(waiting) == len(bases.BASES) * 2 * 2 * (len(b.main_seeds) - 1)
+    main = 2 * 2 * (len(b.main_seeds) - 1)  # 2 tasks x 2 methods x seeds beyond the sweep's
+    ranks = len(b.tasks6) * (len(b.ranks) * len(b.seeds) - len(b.seeds))  # r = 8's are main's
+    assert len(waiting) == len(bases.BASES) * (main + ranks)
+    assert {dict(r.settings).get("r") for r in waiting} >= set(b.ranks)
     # char-small's half is Table 4's own runs: the same keys, so the same records
     table4, _ = tables.table4_runs(b, protocol.Records(tmp_path))
     ours = {r.key() for r in runs if r.base == "char-small"}
@@ -33,8 +36,9 @@ def test_the_table_is_rebuilt_from_records_without_training(tmp_path, monkeypatc
     monkeypatch.setattr(experiments, "execute", no_training)
     text = bases.bases(TINY, tmp_path, progress=False).read_text()
     for base in bases.BASES:
-        assert text.count(f"| {base} |") == 2  # both tasks
+        assert text.count(f"| {base} |") == 3  # both tasks, and the ranks on Table 6's task
     assert "not yet run" not in text
+    assert "| r=1 |" in text  # TINY's one rank
     assert (tmp_path / "bases.png").is_file()
 
 

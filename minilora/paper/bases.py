@@ -18,7 +18,8 @@ protocol on both bases and both tasks: each rate chosen by its own sweep on the
 validation split (per base, method and task), 5 seeds at the chosen rate, the best
 validation checkpoint scored on 1,000 test questions. The table gives FT's lead over
 LoRA on each base: if the premise holds at this scale, the lead shrinks on the base
-that knows the language.
+that knows the language. A second table runs Table 6's Wq, Wv row (r = 1 to 128, 3 seeds,
+Table 6's tasks) on both bases: does a small r suffice when the base knows the language?
 """
 
 from __future__ import annotations
@@ -53,7 +54,20 @@ def bases_runs(b, records=None, compute=None) -> tuple[list[Run], list[Run]]:
                             b, method, task, settings, seed, P.DEFAULT_LR[method], base
                         )
                         waiting.append(run)
-    return sweeps + ready, waiting
+    for base in BASES:  # Table 6's Wq, Wv row on each base (on char-small: Table 6's own runs)
+        for task in b.tasks6:
+            lr, _ = P.choose_rate(b, "lora", task, records, compute, base=base)
+            for r in b.ranks:
+                settings = {**P.LORA_SWEPT, "r": r}
+                for seed in b.seeds:
+                    if lr is not None:
+                        ready.append(P.protocol_run(b, "lora", task, settings, seed, lr, base))
+                    elif not (seed == P.SWEEP_SEED and settings == P.swept_settings("lora")):
+                        default = P.DEFAULT_LR["lora"]  # a placeholder, so that plans count it
+                        waiting.append(
+                            P.protocol_run(b, "lora", task, settings, seed, default, base)
+                        )
+    return sweeps + list(dict.fromkeys(ready)), list(dict.fromkeys(waiting))
 
 
 def lead(ft: list, lora: list) -> str:
@@ -112,7 +126,34 @@ def bases(budget, out_dir: Path, progress: bool = True) -> Path:
         f"FT and LoRA on two bases ({b.name} budget)",
     )
     lines += ["", "![FT and LoRA on two bases](bases.png)"]
+    lines += _ranks(b, recs)
     return write(out_dir / "bases.md", lines)
+
+
+def _ranks(b, recs: dict) -> list[str]:
+    """Does a small r suffice on either base? LoRA on Wq, Wv at Table 6's ranks."""
+    scores: dict = {}
+    for run, rec in recs.items():
+        s = dict(run.settings)
+        if run.method == "lora" and s.get("targets") == ("q", "v") and run.seed in b.seeds:
+            if rec.get("score") is not None:
+                scores.setdefault((run.base, run.task, s["r"]), []).append(rec["score"])
+    lines = [
+        "",
+        "## Does a small r suffice on either base? (Table 6's Wq, Wv row)",
+        "",
+        f"LoRA on Wq and Wv, alpha 16, at each base's chosen rate; mean ± standard deviation "
+        f"over seeds {list(b.seeds)} (r = 128 = d_model is full rank).",
+        "",
+        "| base | task | " + " | ".join(f"r={r}" for r in b.ranks) + " |",
+        "|---|---|" + "---:|" * len(b.ranks),
+    ]
+    for base in BASES:
+        for task in b.tasks6:
+            cells = [scores.get((base, task, r)) for r in b.ranks]
+            row = " | ".join(mean_sd(c) if c else "not yet run" for c in cells)
+            lines.append(f"| {base} | {task} | {row} |")
+    return lines
 
 
 __all__ = ["BASES", "bases", "bases_runs", "lead"]
