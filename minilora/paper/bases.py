@@ -54,19 +54,19 @@ def bases_runs(b, records=None, compute=None) -> tuple[list[Run], list[Run]]:
                             b, method, task, settings, seed, P.DEFAULT_LR[method], base
                         )
                         waiting.append(run)
-    for base in BASES:  # Table 6's Wq, Wv row on each base (on char-small: Table 6's own runs)
-        for task in b.tasks6:
-            lr, _ = P.choose_rate(b, "lora", task, records, compute, base=base)
+    # Table 6's Wq, Wv row on each base (on char-small: Table 6's own runs), seed by seed, so
+    # that a partial run of the plan covers every rank and base once before the second seed
+    lora = {(base, task): P.choose_rate(b, "lora", task, records, compute, base=base)[0]
+            for base in BASES for task in b.tasks6}  # fmt: skip
+    for seed in b.seeds:
+        for (base, task), lr in lora.items():
             for r in b.ranks:
                 settings = {**P.LORA_SWEPT, "r": r}
-                for seed in b.seeds:
-                    if lr is not None:
-                        ready.append(P.protocol_run(b, "lora", task, settings, seed, lr, base))
-                    elif not (seed == P.SWEEP_SEED and settings == P.swept_settings("lora")):
-                        default = P.DEFAULT_LR["lora"]  # a placeholder, so that plans count it
-                        waiting.append(
-                            P.protocol_run(b, "lora", task, settings, seed, default, base)
-                        )
+                if lr is not None:
+                    ready.append(P.protocol_run(b, "lora", task, settings, seed, lr, base))
+                elif not (seed == P.SWEEP_SEED and settings == P.swept_settings("lora")):
+                    default = P.DEFAULT_LR["lora"]  # a placeholder, so that plans count it
+                    waiting.append(P.protocol_run(b, "lora", task, settings, seed, default, base))
     return sweeps + list(dict.fromkeys(ready)), list(dict.fromkeys(waiting))
 
 
