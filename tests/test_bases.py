@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+
 from test_protocol import FIXTURES, TINY
 
 from minilora.paper import bases, experiments, protocol, reproduce, tables
+from minilora.paper.report import mean_sd
 from minilora.work.pretrained import load_pretrained
 
 
@@ -39,6 +43,23 @@ def test_the_table_is_rebuilt_from_records_without_training(tmp_path, monkeypatc
         assert text.count(f"| {base} |") == 3  # both tasks, and the ranks on Table 6's task
     assert "not yet run" not in text
     assert "| r=1 |" in text  # TINY's one rank
+
+
+def test_the_lora_column_is_r8s_and_the_rank_table_each_ranks(tmp_path, monkeypatch):
+    """Runs at other ranks share base, task and method with r = 8's: each goes to its cell."""
+    records = tmp_path / "records"
+    shutil.copytree(FIXTURES, records)
+    monkeypatch.setattr(experiments, "RECORDS", records)
+    lr = protocol.DEFAULT_LR["lora"]  # TINY does not sweep
+    for r, score in ((8, 0.5), (1, 0.9)):
+        run = protocol.protocol_run(TINY, "lora", "sql", {**protocol.LORA_SWEPT, "r": r}, 0, lr)
+        path = records / f"{run.key()}.json"
+        record = json.loads(path.read_text())
+        path.write_text(json.dumps({**record, "score": score}))
+    text = bases.bases(TINY, tmp_path, progress=False).read_text()
+    main, ranks = (x for x in text.splitlines() if x.startswith("| char-small | sql |"))
+    assert main.split("|")[4].strip() == mean_sd([0.5]), main
+    assert ranks.split("|")[3].strip() == mean_sd([0.9]), ranks
     assert (tmp_path / "bases.png").is_file()
 
 

@@ -84,7 +84,10 @@ def bases(budget, out_dir: Path, progress: bool = True) -> Path:
     b, out_dir = get_budget(budget), Path(out_dir)
     recs = records_of(bases_runs, "bases", b, out_dir, progress)
     cells: dict = {}
+    rows = {m: Run(m, TASKS[0], settings).settings for m, settings in ROWS}  # normalised
     for run, rec in recs.items():
+        if run.settings != rows[run.method]:
+            continue  # the rank runs below
         if run.seed in b.main_seeds and rec.get("score") is not None:
             cells.setdefault((run.base, run.task, run.method), {})[run.seed] = rec
     lines = header(
