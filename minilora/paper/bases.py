@@ -70,6 +70,11 @@ def bases_runs(b, records=None, compute=None) -> tuple[list[Run], list[Run]]:
     return sweeps + list(dict.fromkeys(ready)), list(dict.fromkeys(waiting))
 
 
+def in_main_table(run: Run) -> bool:
+    """Whether ``run`` is one of ROWS (FT, LoRA r = 8), not one of the rank runs."""
+    return any(run.method == m and run.settings == Run(m, run.task, s).settings for m, s in ROWS)
+
+
 def lead(ft: list, lora: list) -> str:
     """FT's mean minus LoRA's, in points, with the standard error of that difference."""
     if len(ft) < 2 or len(lora) < 2:
@@ -84,9 +89,8 @@ def bases(budget, out_dir: Path, progress: bool = True) -> Path:
     b, out_dir = get_budget(budget), Path(out_dir)
     recs = records_of(bases_runs, "bases", b, out_dir, progress)
     cells: dict = {}
-    rows = {m: Run(m, TASKS[0], settings).settings for m, settings in ROWS}  # normalised
     for run, rec in recs.items():
-        if run.settings != rows[run.method]:
+        if not in_main_table(run):
             continue  # the rank runs below
         if run.seed in b.main_seeds and rec.get("score") is not None:
             cells.setdefault((run.base, run.task, run.method), {})[run.seed] = rec
@@ -159,4 +163,4 @@ def _ranks(b, recs: dict) -> list[str]:
     return lines
 
 
-__all__ = ["BASES", "bases", "bases_runs", "lead"]
+__all__ = ["BASES", "bases", "bases_runs", "in_main_table", "lead"]
