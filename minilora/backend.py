@@ -10,6 +10,7 @@ environment variable ``MINILORA_DEVICE`` (``cpu`` when unset).
 
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
@@ -156,14 +157,67 @@ def scatter_add(target, index, values) -> None:
     """``target[index] += values`` where repeated indices add up (unbuffered), in place.
 
     NumPy and CuPy (13 and later) spell it ``add.at``; older CuPy ``cupyx.scatter_add``.
+    The fast path (NumPy, rows of a 2-D ``target`` picked by a 1-D ``index``: the
+    embedding's backward) is ``scatter_add_rows``.
     """
     xp = get_array_module(target)
-    if hasattr(xp.add, "at"):
+    rows = isinstance(index, np.ndarray) and index.ndim == 1 and index.dtype.kind in "iu"
+    rows = rows and target.ndim == 2 and np.shape(values) == (index.size, target.shape[1])
+    if rows and xp is np and fast_paths_enabled():
+        scatter_add_rows(target, index, values)
+    elif hasattr(xp.add, "at"):
         xp.add.at(target, index, values)
     else:
         import cupyx
 
         cupyx.scatter_add(target, index, values)
+
+
+def scatter_add_rows(target, index, values) -> None:
+    """``scatter_add`` for rows: sort the rows of ``values`` by index, sum each run of equal
+    indices in one ``add.reduceat``, add each sum once. NumPy's ``add.at`` adds the rows one
+    by one, 5-10x slower here (benchmarks/RESULTS.md); the same sums, added in another order."""
+    if index.size == 0:
+        return
+    index = np.where(index < 0, index + target.shape[0], index)  # -1 and rows - 1: one row
+    order = np.argsort(index, kind="stable")
+    ordered = index[order]
+    starts = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))
+    target[ordered[starts]] += np.add.reduceat(values[order], starts, axis=0)
+
+
+# ---- sums that NumPy runs slowly ------------------------------------------------
+# NumPy sums a short last axis (rows of 64-512 numbers, as in layer norm and softmax) about
+# 5x slower than BLAS's matrix-vector product computes the same sums, so the CPU fast paths
+# sum rows and columns as products with a vector of ones (benchmarks/RESULTS.md). The
+# additions run in another order: equal to ``.sum()`` to a few ulps of the sum of |terms|.
+_ones = {}
+
+
+def _ones_vector(n: int, dtype):
+    key = (n, np.dtype(dtype))
+    if key not in _ones:
+        _ones[key] = np.ones(n, dtype=dtype)
+    return _ones[key]
+
+
+def sum_last(a, scale: float = 1.0, weights=None):
+    """``(a * weights).sum(axis=-1, keepdims=True) * scale``, ``weights`` a vector the length
+    of a's last axis (None: ones); on NumPy, one matrix-vector product."""
+    if not isinstance(a, np.ndarray) or a.ndim == 0:
+        return (a if weights is None else a * weights).sum(axis=-1, keepdims=True) * scale
+    rows = a.reshape(math.prod(a.shape[:-1]), a.shape[-1])  # (-1 cannot be inferred for 0)
+    sums = rows @ (_ones_vector(a.shape[-1], a.dtype) if weights is None else weights)
+    if scale != 1.0:
+        sums *= scale
+    return sums.reshape(*a.shape[:-1], 1)
+
+
+def sum_rows(a):
+    """The sum of a 2-D array's rows, ``a.sum(axis=0)``; on NumPy, one vector-matrix product."""
+    if not isinstance(a, np.ndarray):
+        return a.sum(axis=0)
+    return _ones_vector(a.shape[0], a.dtype) @ a
 
 
 def describe(device: str) -> str:

@@ -62,3 +62,13 @@ def test_a_computing_budget_runs_the_sweeps_these_tables_need(tmp_path, monkeypa
         assert {r.lr for r in asked if r.method == "lora"} >= {
             protocol.rate("lora", k) for k in protocol.GRID
         }, runs_of.__name__
+
+
+def test_the_plan_names_the_data_size_of_each_low_data_run():
+    from minilora.paper import reproduce
+
+    text = reproduce.plan(["table16"], "full")
+    lines = [line for line in text.splitlines() if line.startswith("  table16:")]
+    assert len(lines) == len(set(lines)), "two missing runs read the same"
+    for n in sizes.LOW_DATA:
+        assert any(f", {n:,} examples," in line for line in lines) or not lines

@@ -1,6 +1,7 @@
 """Element-wise work on every core: ``backend.for_row_blocks`` and the fast paths built on it.
 
-GELU and layer norm cut their rows into blocks and share the blocks among threads. The
+GELU, layer norm and attention's softmax cut their rows into blocks and share the blocks
+among threads. The
 blocks must cover every row once, whatever the thread count; errors in a worker must
 reach the caller; and the results must be the same bits on one thread or many (so a
 run is repeatable on any machine), and equal to the plain versions. The tests shrink
@@ -16,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minilora import Tensor, backend
+from minilora import Tensor, attention, backend
 from minilora import functional as F
 
 
@@ -135,6 +136,38 @@ def test_layer_norm_same_bits_on_any_thread_count_and_equal_to_plain(shape, seed
         one = results(F.layer_norm_fast, 1, mp)
         many = results(F.layer_norm_fast, 3, mp)
         plain = results(F.layer_norm_plain, 1, mp)
+    for a, c, p in zip(one, many, plain):
+        assert np.array_equal(a, c)
+        np.testing.assert_allclose(a, p, rtol=1e-10, atol=1e-10)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    lead=st.lists(st.integers(1, 4), min_size=0, max_size=2).map(tuple),
+    T=st.integers(1, 5),
+    D=st.integers(1, 4),
+    seed=st.integers(0, 2**16),
+    causal=st.booleans(),
+)
+def test_attention_same_bits_on_any_thread_count_and_equal_to_plain(lead, T, D, seed, causal):
+    """The softmax runs a few (T, T) matrices at a time: blocks of one matrix here."""
+    rng = np.random.default_rng(seed)
+    q, k, v = (rng.standard_normal((*lead, T, D)) for _ in range(3))
+    g = rng.standard_normal((*lead, T, D))
+    hidden = np.triu(np.ones((T, T), dtype=bool), 1) if causal else rng.random((*lead, T, T)) < 0.4
+
+    def results(fn, threads, mp):
+        with_threads(mp, threads)
+        leaves = [Tensor(a, requires_grad=True) for a in (q, k, v)]
+        out = fn(*leaves, hidden)
+        out.backward(g)
+        return [out.data] + [t.grad for t in leaves]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(backend, "BLOCK_ELEMENTS", 5)
+        one = results(attention.attention_fast, 1, mp)
+        many = results(attention.attention_fast, 3, mp)
+        plain = results(attention.attention_plain, 1, mp)
     for a, c, p in zip(one, many, plain):
         assert np.array_equal(a, c)
         np.testing.assert_allclose(a, p, rtol=1e-10, atol=1e-10)

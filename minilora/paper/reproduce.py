@@ -130,7 +130,11 @@ def plan(names, budget, cache_dir=None) -> str:
         "once the missing sweeps have chosen their rates.",
     ]
     for name, run in missing.values():
-        lines.append(f"  {name}: {run.label()} on {run.task}, seed {run.seed}, lr {run.lr:g}")
+        data = f", {run.n_train:,} examples" if run.n_train != b.n_train else ""
+        base = f", base {run.base}" if run.base != protocol.BASE else ""
+        lines.append(
+            f"  {name}: {run.label()} on {run.task}{data}{base}, seed {run.seed}, lr {run.lr:g}"
+        )
     n = len(missing) + len(pending)
     lines.append(
         f"Estimate: {n} runs x {per_run:.0f} s = {n * per_run / 3600:.1f} CPU hours "
