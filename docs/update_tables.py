@@ -2,7 +2,8 @@
 
     python docs/update_tables.py        # from the repository root; trains nothing
 
-Runs ``minilora reproduce sweeps table4 bases converged --budget full-recorded`` into a temporary
+Runs ``minilora reproduce sweeps table4 table5 table6 bases converged --budget full-recorded``
+into a temporary
 directory, then replaces each block between ``<!-- generated: NAME -->`` and
 ``<!-- end generated: NAME -->`` with NAME.md (its title dropped, its headings one level down)
 and copies the figures to docs/figures/protocol-*.png. The prose around the blocks is written
@@ -23,11 +24,12 @@ sys.path.insert(0, str(DOCS.parent))
 from minilora.paper.reproduce import reproduce  # noqa: E402
 from minilora.work.files import write_atomic  # noqa: E402
 
-BLOCKS = ("sweeps", "table4", "bases", "converged")
+BLOCKS = ("sweeps", "table4", "table5", "table6", "bases", "converged")
 FIGURES = {  # written by reproduce -> name under docs/figures
     "sweep-sql.png": "protocol-sweep-sql.png", "sweep-nli.png": "protocol-sweep-nli.png",
     "curves-sql.png": "protocol-curves-sql.png", "curves-nli.png": "protocol-curves-nli.png",
-    "table4.png": "protocol-table4.png", "bases.png": "protocol-bases.png",
+    "table4.png": "protocol-table4.png", "table6.png": "protocol-table6.png",
+    "bases.png": "protocol-bases.png",
     "converged.png": "protocol-converged.png",
     "converged-directions.png": "protocol-converged-directions.png",
 }  # fmt: skip
