@@ -62,3 +62,43 @@ def test_dW_is_the_layers_own_update(quick):
         converged._dW(tensors, 1, "v", 4), layer.delta_weight("default", dtype=np.float64),
         rtol=1e-6, atol=1e-9,
     )  # fmt: skip
+
+
+def test_figure3_across_ranks_has_a_row_per_projection(quick):
+    _, text = quick
+    part = text.split("## Across ranks (Figure 3)")[1].split("## dW against W")[0]
+    rows = [x for x in part.splitlines() if x.startswith("| char-small | sql |")]
+    assert [row.split("|")[3].strip() for row in rows] == ["Wq", "Wv"]
+    assert all(row.split("|")[4].strip() == "2" for row in rows)  # the quick budget's pair
+
+
+def test_figure3_across_ranks_sees_a_shared_subspace_and_its_null():
+    """An r = 64 adapter whose strongest 8 directions are the r = 8 adapter's: phi = 1 over
+    the whole 8 x 8 grid, phi(1, 1) included; their random starts give about the chance level."""
+    rng = np.random.default_rng(0)
+    k = 128
+    found = {}
+    for seed in (0, 1):
+        tensors_8, tensors_64 = {}, {}
+        for blk in range(2):
+            for proj in ("q", "v"):
+                name = f"blocks.{blk}.attn.{proj}_proj.lora_A.default.weight"
+                low = (
+                    np.diag(np.arange(8.0, 0.0, -1.0)) @ np.linalg.qr(rng.normal(size=(k, 8)))[0].T
+                )
+                high = np.vstack([10 * low, 0.01 * rng.normal(size=(56, k))])
+                tensors_8[name], tensors_64[name] = low, high
+                tensors_8[name + ".init"] = rng.normal(size=(8, k))
+                tensors_64[name + ".init"] = rng.normal(size=(64, k))
+        found["char-small", "sql", 8, seed] = tensors_8
+        found["char-small", "sql", 64, seed] = tensors_64
+    found["char-small", "nli", 8, 0] = found["char-small", "sql", 8, 0]  # no r = 64 beside it
+    rows = [x for x in converged._across_ranks(found) if x.startswith("| char-small")]
+    assert len(rows) == 2  # sql, Wq and Wv; nli has no pair
+    for row in rows:
+        cells = [c.strip() for c in row.split("|")[1:-1]]
+        assert cells[3] == "2"
+        assert cells[4] == "1.000 ± 0.000" and cells[5] == "1.000 ± 0.000", row
+        drawn = float(cells[6].split(" ")[0])
+        assert drawn < 0.15, row  # two random starts: near max(i, j) / k (0.045)
+    assert converged._across_ranks({})[-1].startswith("| — |")

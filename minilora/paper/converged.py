@@ -159,6 +159,7 @@ def converged(budget, out_dir: Path, progress: bool = True) -> Path:
                     if grids:
                         label = f"{base}, {task}, r={r}, W{proj}"
                         panels.append((-r, label, np.mean(grids, axis=0)))
+    lines += _across_ranks(found)
     table7, profiles = _table7(found)
     lines += table7
     if profiles:
@@ -180,6 +181,50 @@ def converged(budget, out_dir: Path, progress: bool = True) -> Path:
         _heatmaps(out_dir / "converged.png", panels, "phi across seeds (mean over blocks)")
         lines += ["", "![phi across seeds](converged.png)"]
     return write(out_dir / "converged.md", lines)
+
+
+def _across_ranks(found: dict, low: int = 8, high: int = 64) -> list[str]:
+    """Figure 3 on converged adapters: phi(A_r=low, A_r=high, i, j) of the same base, task and
+    seed, per block; the top directions' overlap phi(1, 1), the grid's mean, and the same grid
+    for the two A's as drawn (the null: how alike two random starts of these shapes are)."""
+    lines = [
+        "",
+        f"## Across ranks (Figure 3): r = {low} against r = {high}, the same seed",
+        "",
+        f"phi(A_r={low}, A_r={high}, i, j) over i, j <= {TOP}, mean over blocks; ± is the spread "
+        "over seeds. phi(1, 1) asks whether the two adapters' top input directions coincide (the "
+        "paper: yes, above 0.5 for GPT-3); random unit vectors give about 1 / k.",
+        "",
+        "| base | task | proj | seeds | phi(1, 1) | phi, grid mean | phi, A as drawn | random "
+        "max(i,j)/k |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
+    ]
+    cells = sorted({(b, t) for (b, t, r, s) in found if r == low and (b, t, high, s) in found})
+    for base, task in cells:
+        seeds = sorted(s for (b, t, r, s) in found if (b, t, r) == (base, task, low)
+                       and (base, task, high, s) in found)  # fmt: skip
+        a = found[base, task, low, seeds[0]]
+        n_layer = 1 + max(int(name.split(".")[1]) for name in a)
+        k = _A(a, 0, "q").shape[1]
+        chance = np.mean([max(i, j) / k for i in range(1, TOP + 1) for j in range(1, TOP + 1)])
+        for proj in PROJECTIONS:
+            top, mean, drawn = [], [], []
+            for s in seeds:
+                lo, hi = found[base, task, low, s], found[base, task, high, s]
+                grids = [_grid(_A(lo, blk, proj), _A(hi, blk, proj)) for blk in range(n_layer)]
+                top.append(float(np.mean([g[0, 0] for g in grids])))
+                mean.append(float(np.mean(grids)))
+                drawn.append(float(np.mean([
+                    _grid(_A(lo, blk, proj, True), _A(hi, blk, proj, True))
+                    for blk in range(n_layer)
+                ])))  # fmt: skip
+            lines.append(
+                f"| {base} | {task} | W{proj} | {len(seeds)} | {_fmt(top)} | {_fmt(mean)} | "
+                f"{_fmt(drawn)} | {chance:.3f} |"
+            )
+    if not cells:
+        lines.append(f"| — | — | — | 0 | no seed has both r = {low} and r = {high} | | | |")
+    return lines
 
 
 def _table7(found: dict) -> tuple[list[str], dict]:
