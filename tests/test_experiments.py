@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -233,3 +234,42 @@ def test_jobs_must_be_a_whole_number(capsys):
         status = exit_.code
     assert status == 2
     assert "--jobs '0': expected a whole number >= 1" in capsys.readouterr().err
+
+
+def test_table1_full_recorded_shows_the_committed_timings_without_measuring(tmp_path, monkeypatch):
+    """A run writes OUT/table1.json; committed as records/table1/table1.json, full-recorded
+    prints it (its machine and date) and builds no model; with none committed it measures."""
+    from minilora.paper import latency
+
+    monkeypatch.setattr(experiments, "RECORDS", tmp_path / "records")
+    latency.table1("quick", tmp_path / "a", progress=False)
+    timings = json.loads((tmp_path / "a" / "table1.json").read_text())
+    assert [s[:2] for s in timings["shapes"]] == [list(s) for s in latency.SHAPES["quick"]]
+    timings["machine"], timings["shapes"][0][2]["AdapterH"] = "the machine of the record", 9.9
+    (tmp_path / "records" / "table1").mkdir(parents=True)
+    (tmp_path / "records" / "table1" / "table1.json").write_text(json.dumps(timings))
+
+    def no_measuring():
+        raise AssertionError("full-recorded measured instead of reading the record")
+
+    monkeypatch.setattr(latency, "build_models", no_measuring)
+    text = latency.table1("full-recorded", tmp_path / "b", progress=False).read_text()
+    assert "the machine of the record" in text and "records/table1/table1.json" in text
+    base = timings["shapes"][0][2]["base"]
+    assert f"+{100 * (9.9 / base - 1):.1f}%" in text  # the overhead from the recorded time
+
+
+def test_section7_reads_a_committed_adapter_before_training(tmp_path, monkeypatch):
+    from minilora.paper import section7
+
+    monkeypatch.setattr(experiments, "RECORDS", tmp_path / "records")
+    b = section7._budget("quick")
+    spec = dataclasses.replace(section7._spec(b, 4), steps=2)
+    _, info, cached = section7.adapter(spec, b, tmp_path / "out", progress=False)
+    assert not cached
+    section7.recorded(spec).parent.mkdir(parents=True)
+    (tmp_path / "out" / "adapters" / spec.key()).rename(section7.recorded(spec))
+    monkeypatch.setattr(section7, "train_adapter", None)  # a call would fail
+    _, again, cached = section7.adapter(spec, b, tmp_path / "elsewhere", progress=False)
+    assert cached and again == json.loads(json.dumps(info))  # as written: tuples are lists
+    assert section7._budget("full-recorded") == section7._budget("full")

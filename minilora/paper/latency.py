@@ -10,7 +10,10 @@ r = 4), LoRA r = 8 on Wq, Wv merged and unloaded (plain Linear layers again),
 and, for comparison, the same LoRA unmerged. Every model is timed in this one
 process, interleaved (each repeat times every model once, in a rotating
 order), in eval mode under ``no_grad``; the table reports the median time and
-the percent overhead against the base model's median at the same shape.
+the percent overhead against the base model's median at the same shape. A run
+writes its timings to ``OUT/table1.json``; committed as ``records/table1/table1.json``,
+they are what ``--budget full-recorded`` shows (timings belong to a machine and a
+moment: they are measured once, quietly, and kept, not re-measured on every call).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ SHAPES = {
 }
 REPEATS = {"quick": 5, "full": 30}
 MODELS = ("base", "AdapterH", "AdapterL", "LoRA merged", "LoRA unmerged")
+RECORD = "table1.json"  # a run's timings: OUT/table1.json; committed as records/table1/table1.json
 
 
 def repeats(budget: str, batch: int, length: int) -> int:
@@ -83,27 +87,42 @@ def table1(budget: str, out_dir: Path, progress: bool = True) -> Path:
     """Write ``table1.md`` (and ``table1.png``): latency overhead against the base model."""
     from tqdm.auto import tqdm
 
+    from minilora.paper import experiments
     from minilora.paper.experiments import machine
     from minilora.paper.report import plot as _plot
     from minilora.paper.report import write as _write
     from minilora.paper.tables import get_budget
+    from minilora.work.io import read_json, write_json
 
     get_budget(budget)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    models = build_models()
-    results = {}
-    for batch, length in tqdm(SHAPES[budget], desc="table1", disable=not progress):
-        results[(batch, length)] = time_forward(
-            models, batch, length, repeats(budget, batch, length)
-        )
+    measured = "quick" if budget == "quick" else "full"
+    record = experiments.RECORDS / "table1" / RECORD  # a folder of its own: not a run record
+    if budget == "full-recorded" and record.is_file():  # the committed timings, as measured
+        timings = read_json(record)
+    else:
+        models = build_models()
+        timings = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+        timings["shapes"] = [
+            [batch, length, time_forward(models, batch, length, repeats(measured, batch, length))]
+            for batch, length in tqdm(SHAPES[measured], desc="table1", disable=not progress)
+        ]  # fmt: skip
+        write_json(out_dir / RECORD, timings)  # copy it to minilora/paper/records to commit it
+    results = {(batch, length): t for batch, length, t in timings["shapes"]}
     lines = [f"# Table 1 (LoRA section 3): inference latency on char-small ({budget} budget)", ""]
     if budget == "quick":
         lines += ["**Quick budget: a smoke test, not results** (few repeats, small shapes).", ""]
     lines += [
-        f"One forward pass (eval mode, no_grad), median of {REPEATS[budget]} interleaved "
+        f"One forward pass (eval mode, no_grad), median of {REPEATS[measured]} interleaved "
         "repeats per model (up to 10 times more at small shapes), on "
-        f"{machine()}, {time.strftime('%Y-%m-%d')}. Overhead = "
+        f"{timings['machine']}, {timings['date']}"
+        + (
+            " (the committed timings, `records/table1/table1.json`)"
+            if record.is_file() and budget == "full-recorded"
+            else ""
+        )  # fmt: skip
+        + ". Overhead = "
         "median / base median - 1. Paper (GPT-2 medium, 32x512 / 16x256 / 1x128): "
         "AdapterL +2.2% / +5.0% / +20.7%, AdapterH +3.0% / +8.4% / +30.3%.",
         "",

@@ -96,7 +96,7 @@ def reproduce(names, budget: str = "quick", out_dir=DEFAULT_OUT, progress: bool 
     # the reproductions that read records
     recorded = (
         "table4", "table5", "table6", "sweeps", "counts", "bases", "converged", "figure2",
-        "table16", "appendix_e",
+        "table16", "appendix_e", "table1", "figure3", "figure4", "table7",
     )  # fmt: skip
 
     def budget_of(name):  # the other reproductions know quick and full only

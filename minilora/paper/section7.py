@@ -80,9 +80,18 @@ class RunSpec:
 
 
 def _budget(budget: str) -> Budget:
+    """``full-recorded`` is ``full`` read from the committed adapters (``recorded``)."""
+    budget = "full" if budget == "full-recorded" else budget
     if budget not in BUDGETS:
         raise ValueError(f"unknown budget {budget!r}; valid budgets: {sorted(BUDGETS)}")
     return BUDGETS[budget]
+
+
+def recorded(spec: RunSpec) -> Path:
+    """A committed adapter: ``records/section7/<key>/`` (a copy of ``OUT/adapters/<key>/``)."""
+    from minilora.paper import experiments
+
+    return experiments.RECORDS / "section7" / spec.key()
 
 
 def _spec(b: Budget, r: int, seed: int = 0) -> RunSpec:
@@ -124,7 +133,7 @@ def train_adapter(spec: RunSpec, n_eval: int, eval_batches: int, progress: bool)
 
 
 def adapter(spec: RunSpec, b: Budget, out_dir: Path, progress: bool = True):
-    """The trained adapter for ``spec``: loaded from the cache, else trained and cached.
+    """The trained adapter for ``spec``: committed (``recorded``), cached, or trained now.
 
     Returns (model with the adapter, run facts, whether it came from the cache).
     The entry is written into a temporary directory and renamed into place, so
@@ -133,12 +142,13 @@ def adapter(spec: RunSpec, b: Budget, out_dir: Path, progress: bool = True):
     from minilora.work.pretrained import load_pretrained
 
     directory = Path(out_dir) / "adapters" / spec.key()
-    if (directory / "run.json").is_file():
-        model, _, _ = load_pretrained(spec.base)
-        load_adapter(model, directory)
-        if progress:
-            print(f"section 7: using the cached adapter {directory}")
-        return model, io.read_json(directory / "run.json"), True
+    for found in (recorded(spec), directory):  # the committed one first, then the cache
+        if (found / "run.json").is_file():
+            model, _, _ = load_pretrained(spec.base)
+            load_adapter(model, found)
+            if progress:
+                print(f"section 7: using the adapter in {found}")
+            return model, io.read_json(found / "run.json"), True
     if progress:
         print(f"section 7: training r={spec.r} seed={spec.seed} for {spec.steps} steps")
     model, info = train_adapter(spec, b.n_eval, b.eval_batches, progress)
