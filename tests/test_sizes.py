@@ -14,6 +14,9 @@ def test_every_size_and_data_size_is_planned_and_all_data_cells_are_table4s():
     t16, _ = sizes.table16_runs(b, records)
     table4, _ = tables.table4_runs(b, records)
     t4_keys = {r.key() for r in table4}
+    for method in ("adapterh", "adapterl", "preembed", "prelayer", "bitfit", "ft"):
+        default = [r for r in fig if r.method == method and r.settings == ()]
+        assert default and all(r.key() in t4_keys for r in default), method  # Table 4's runs
     ft_all = [r for r in t16 if r.method == "ft" and r.n_train == b.n_train]
     assert ft_all and all(r.key() in t4_keys for r in ft_all)  # the same runs, the same records
     for n in sizes.LOW_DATA:

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from minilora.paper import protocol as P
+from minilora.paper.baselines import DEFAULTS
 from minilora.paper.experiments import Run
 from minilora.paper.report import header, mean_sd, plot, write
 from minilora.paper.tables import TASKS, get_budget, records_of
@@ -29,10 +30,12 @@ SEEDS = (0, 1)
 LORA = {"alpha": P.ALPHA, "targets": ("q", "v")}
 SIZES = {  # method -> settings at each size, smallest first
     "lora": [{"r": r, **LORA} for r in (1, 2, 8, 64)],
-    "adapterh": [{"r": r} for r in (1, 4, 16)],
-    "adapterl": [{"r": r} for r in (1, 4, 16)],
-    "preembed": [{"l_p": n, "l_i": n} for n in (2, 8, 32)],
-    "prelayer": [{"l_p": n, "l_i": n} for n in (2, 8, 32)],
+    # {}: the method's default size (r = 4; l_p = l_i = 8), spelled as Table 4 spells it, so
+    # that the cell is Table 4's own run (a run's key is its settings as written)
+    "adapterh": [{"r": 1}, {}, {"r": 16}],
+    "adapterl": [{"r": 1}, {}, {"r": 16}],
+    "preembed": [{"l_p": 2, "l_i": 2}, {}, {"l_p": 32, "l_i": 32}],
+    "prelayer": [{"l_p": 2, "l_i": 2}, {}, {"l_p": 32, "l_i": 32}],
     "bitfit": [{}], "ft-top2": [{}], "ft": [{}],
 }  # fmt: skip
 LOW_DATA = (100, 1000)  # and all of it: Table 4's runs
@@ -81,6 +84,7 @@ def _scores(recs: dict, method: str, settings: dict, task: str, n_train: int) ->
 
 
 def _size_label(method: str, settings: dict) -> str:
+    settings = {**DEFAULTS[method], **settings}
     if "l_p" in settings:
         return f"l_p = l_i = {settings['l_p']}"
     return f"r = {settings['r']}" if "r" in settings else "—"
