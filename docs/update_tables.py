@@ -2,7 +2,7 @@
 
     python docs/update_tables.py        # from the repository root; trains nothing
 
-Runs ``minilora reproduce sweeps table4 table5 table6 bases converged --budget full-recorded``
+Runs ``minilora reproduce sweeps table4 table5 table6 bases converged table1 --budget full-recorded``
 into a temporary
 directory, then replaces each block between ``<!-- generated: NAME -->`` and
 ``<!-- end generated: NAME -->`` with NAME.md (its title dropped, its headings one level down)
@@ -24,11 +24,12 @@ sys.path.insert(0, str(DOCS.parent))
 from minilora.paper.reproduce import reproduce  # noqa: E402
 from minilora.work.files import write_atomic  # noqa: E402
 
-BLOCKS = ("sweeps", "table4", "table5", "table6", "bases", "converged")
+BLOCKS = ("sweeps", "table4", "table5", "table6", "bases", "converged", "table1")
 FIGURES = {  # written by reproduce -> name under docs/figures
     "sweep-sql.png": "protocol-sweep-sql.png", "sweep-nli.png": "protocol-sweep-nli.png",
     "curves-sql.png": "protocol-curves-sql.png", "curves-nli.png": "protocol-curves-nli.png",
     "table4.png": "protocol-table4.png", "table6.png": "protocol-table6.png",
+    "table1.png": "table1.png",
     "bases.png": "protocol-bases.png",
     "converged.png": "protocol-converged.png",
     "converged-directions.png": "protocol-converged-directions.png",
