@@ -2,12 +2,11 @@
 
     python docs/update_tables.py        # from the repository root; trains nothing
 
-Runs ``minilora reproduce sweeps table4 table5 table6 bases converged table1 --budget full-recorded``
-into a temporary
-directory, then replaces each block between ``<!-- generated: NAME -->`` and
-``<!-- end generated: NAME -->`` with NAME.md (its title dropped, its headings one level down)
-and copies the figures to docs/figures/protocol-*.png. The prose around the blocks is written
-by hand from the same tables.
+Runs ``minilora reproduce sweeps table4 table5 table6 bases converged table1`` with
+``--budget full-recorded`` into a temporary directory, then replaces each block between
+``<!-- generated: NAME -->`` and ``<!-- end generated: NAME -->`` with NAME.md (its title
+dropped, its headings one level down) and copies the figures to docs/figures/. The prose
+around the blocks is written by hand from the same tables.
 """
 
 from __future__ import annotations
