@@ -98,20 +98,26 @@ def run(fn, x, g, threads, monkeypatch):
     return out.data, t.grad
 
 
+def assert_same_bits_and_plain(results, fast, plain, tol):
+    """``results(fn, threads, mp)`` -> arrays, with blocks of at most 5 numbers: the fast
+    version gives the same bits on 1 and 3 threads, and equals the plain one to ``tol``."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(backend, "BLOCK_ELEMENTS", 5)
+        one, many = results(fast, 1, mp), results(fast, 3, mp)
+        reference = results(plain, 1, mp)
+    for a, c, p in zip(one, many, reference, strict=True):
+        assert np.array_equal(a, c)
+        np.testing.assert_allclose(a, p, rtol=tol, atol=tol)
+
+
 @settings(max_examples=40, deadline=None)
 @given(shape=shapes, seed=st.integers(0, 2**16))
 def test_gelu_same_bits_on_any_thread_count_and_equal_to_plain(shape, seed):
     rng = np.random.default_rng(seed)
     x = rng.standard_normal(shape) * 3
     g = rng.standard_normal(shape)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(backend, "BLOCK_ELEMENTS", 5)
-        one = run(F.gelu_fast, x, g, 1, mp)
-        many = run(F.gelu_fast, x, g, 3, mp)
-        plain = run(F.gelu_plain, x, g, 1, mp)
-    for a, b, p in zip(one, many, plain):
-        assert np.array_equal(a, b)
-        np.testing.assert_allclose(a, p, rtol=1e-12, atol=1e-12)
+    results = lambda fn, threads, mp: run(fn, x, g, threads, mp)  # noqa: E731
+    assert_same_bits_and_plain(results, F.gelu_fast, F.gelu_plain, 1e-12)
 
 
 @settings(max_examples=40, deadline=None)
@@ -131,14 +137,7 @@ def test_layer_norm_same_bits_on_any_thread_count_and_equal_to_plain(shape, seed
         out, gx = run(lambda t: fn(t, w, b), x, g, threads, mp)
         return [out, gx] + ([w.grad.copy(), b.grad.copy()] if affine else [])
 
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(backend, "BLOCK_ELEMENTS", 5)
-        one = results(F.layer_norm_fast, 1, mp)
-        many = results(F.layer_norm_fast, 3, mp)
-        plain = results(F.layer_norm_plain, 1, mp)
-    for a, c, p in zip(one, many, plain):
-        assert np.array_equal(a, c)
-        np.testing.assert_allclose(a, p, rtol=1e-10, atol=1e-10)
+    assert_same_bits_and_plain(results, F.layer_norm_fast, F.layer_norm_plain, 1e-10)
 
 
 @settings(max_examples=40, deadline=None)
@@ -163,14 +162,7 @@ def test_attention_same_bits_on_any_thread_count_and_equal_to_plain(lead, T, D, 
         out.backward(g)
         return [out.data] + [t.grad for t in leaves]
 
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(backend, "BLOCK_ELEMENTS", 5)
-        one = results(attention.attention_fast, 1, mp)
-        many = results(attention.attention_fast, 3, mp)
-        plain = results(attention.attention_plain, 1, mp)
-    for a, c, p in zip(one, many, plain):
-        assert np.array_equal(a, c)
-        np.testing.assert_allclose(a, p, rtol=1e-10, atol=1e-10)
+    assert_same_bits_and_plain(results, attention.attention_fast, attention.attention_plain, 1e-10)
 
 
 def arrays_held(fn) -> list:
