@@ -2,7 +2,7 @@
 
     python docs/update_tables.py        # from the repository root; trains nothing
 
-Runs ``minilora reproduce sweeps table4 table5 table6 bases converged table1`` with
+Runs ``minilora reproduce`` on every name in ``BLOCKS`` with
 ``--budget full-recorded`` into a temporary directory, then replaces each block between
 ``<!-- generated: NAME -->`` and ``<!-- end generated: NAME -->`` with NAME.md (its title
 dropped, its headings one level down) and copies the figures to docs/figures/. The prose
@@ -23,7 +23,10 @@ sys.path.insert(0, str(DOCS.parent))
 from minilora.paper.reproduce import reproduce  # noqa: E402
 from minilora.work.files import write_atomic  # noqa: E402
 
-BLOCKS = ("sweeps", "table4", "table5", "table6", "bases", "converged", "table1")
+BLOCKS = (
+    "sweeps", "table4", "table5", "table6", "bases", "converged", "figure2", "table16",
+    "appendix_e", "table1",
+)  # fmt: skip
 FIGURES = {  # written by reproduce -> name under docs/figures
     "sweep-sql.png": "protocol-sweep-sql.png", "sweep-nli.png": "protocol-sweep-nli.png",
     "curves-sql.png": "protocol-curves-sql.png", "curves-nli.png": "protocol-curves-nli.png",
@@ -32,6 +35,7 @@ FIGURES = {  # written by reproduce -> name under docs/figures
     "bases.png": "protocol-bases.png",
     "converged.png": "protocol-converged.png",
     "converged-directions.png": "protocol-converged-directions.png",
+    "figure2.png": "protocol-figure2.png",
 }  # fmt: skip
 
 

@@ -75,3 +75,24 @@ def test_the_plan_names_the_data_size_of_each_low_data_run():
     assert len(lines) == len(set(lines)), "two missing runs read the same"
     for n in sizes.LOW_DATA:
         assert any(f", {n:,} examples," in line for line in lines) or not lines
+
+
+def test_figure2_varies_loras_targets_with_table6s_recorded_runs(tmp_path, monkeypatch):
+    """LoRA on Wq alone (and on all four) joins Figure 2 from Table 6's records, sql only."""
+    from minilora.paper.report import mean_sd
+
+    monkeypatch.setattr(experiments, "execute", None)  # full-recorded trains nothing
+    b = tables.get_budget("full")
+    records = protocol.Records()
+    runs, _ = tables.table6_runs(b, records)
+    wq_r8 = [
+        rec["score"] for r in runs
+        if dict(r.settings)["targets"] == ("q",) and dict(r.settings)["r"] == 8
+        and (rec := records.get(r)) is not None
+    ]  # fmt: skip
+    assert len(wq_r8) >= 2  # committed: Table 5's Wq row is this cell of Table 6
+    fig = sizes.figure2("full-recorded", tmp_path, progress=False).read_text()
+    rows = [line for line in fig.splitlines() if "(Table 6's runs)" in line]
+    assert not [line for line in rows if "Wq+Wv)" in line]  # Figure 2's own curve, not again
+    row = next(line for line in rows if line.startswith("| LoRA (alpha=16, r=8, Wq) ("))
+    assert row.endswith(f"| r = 8 | 8,192 | {mean_sd(wq_r8)} | sql only |")

@@ -23,7 +23,7 @@ import numpy as np
 from minilora.paper import protocol as P
 from minilora.paper.baselines import DEFAULTS
 from minilora.paper.experiments import Run
-from minilora.paper.report import header, mean_sd, plot, write
+from minilora.paper.report import header, mean_sd, write
 from minilora.paper.tables import TASKS, get_budget, records_of
 
 SEEDS = (0, 1)
@@ -90,6 +90,56 @@ def _size_label(method: str, settings: dict) -> str:
     return f"r = {settings['r']}" if "r" in settings else "—"
 
 
+def _lora_targets(b, out_dir: Path) -> dict:
+    """{(targets, r): [score]} of LoRA on Wq alone and on all four matrices: Table 6's recorded
+    runs (sql only, 3 seeds), read here so that Figure 2's LoRA varies its targets as well as
+    its rank without a run of its own. Empty at the quick budget (Table 6 is not run there)."""
+    if b.name == "quick":
+        return {}
+    from minilora.paper import tables
+
+    records = P.Records(out_dir / "cache")
+    runs, _ = tables.table6_runs(b, records)
+    found: dict = {}
+    for run in runs:
+        settings = dict(run.settings)
+        if tuple(settings["targets"]) == LORA["targets"]:
+            continue  # Figure 2's own LoRA curve
+        record = records.get(run)
+        if record is not None and record.get("score") is not None:
+            found.setdefault((tuple(settings["targets"]), settings["r"]), []).append(record)
+    return found
+
+
+def _plot_by_task(path: Path, series: dict, title: str) -> None:
+    """One panel per task, a method keeps its colour in both; ``series`` as "task: method"."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = sorted({name.split(": ")[0] for name in series}, reverse=True)  # sql, nli
+    methods = list(dict.fromkeys(name.split(": ", 1)[1] for name in series))
+    colours = plt.get_cmap("tab10")
+    fig, axes = plt.subplots(1, max(1, len(tasks)), figsize=(10, 4), sharey=True, squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        for i, method in enumerate(methods):
+            points = sorted(series.get(f"{task}: {method}", []))
+            if points:
+                style = ("o" if i < 10 else "s") + ("-" if len(points) > 1 else "")
+                xs, ys = [x for x, _ in points], [100 * y for _, y in points]
+                ax.plot(xs, ys, style, color=colours(i % 10), label=method)
+        ax.set_xscale("log")
+        ax.set_xlabel("trainable parameters")
+        ax.set_title(f"{title}: {task}", fontsize=9)
+    axes[0][0].set_ylabel("score (%)")
+    handles = {h.get_label(): h for ax in axes[0] for h in ax.get_lines()}
+    fig.legend(list(handles.values()), list(handles), loc="center right", fontsize=7)
+    fig.tight_layout(rect=(0, 0, 0.8, 1))
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def figure2(budget, out_dir: Path, progress: bool = True) -> Path:
     """Score against trainable parameters, each method at several sizes (Figure 2, Table 15)."""
     b, out_dir = get_budget(budget), Path(out_dir)
@@ -122,10 +172,20 @@ def figure2(budget, out_dir: Path, progress: bool = True) -> Path:
             )
             for t in tasks:
                 if cells[t] and trainable:
-                    name = f"{t}: {label.split(' (')[0]}"
+                    name = f"{t}: {label.split(' (')[0]}" + (
+                        " on Wq+Wv" if method == "lora" else ""
+                    )
                     series.setdefault(name, []).append((trainable, float(np.mean(cells[t]))))
-    plot(out_dir / "figure2.png", {k: sorted(v) for k, v in series.items()},
-         "trainable parameters", f"Figure 2 ({b.name} budget): score against size")  # fmt: skip
+    for (targets, r), found in sorted(_lora_targets(b, out_dir).items()):
+        label = Run("lora", "sql", {"r": r, "alpha": P.ALPHA, "targets": targets}).label()
+        trainable, scores = found[0]["trainable"], [rec["score"] for rec in found]
+        lines.append(
+            f"| {label} (Table 6's runs) | r = {r} | {trainable:,} | {mean_sd(scores)} |"
+            + " sql only |" * (len(tasks) - 1)
+        )
+        name = "sql: LoRA on " + "+".join(f"W{t}" for t in targets)
+        series.setdefault(name, []).append((trainable, float(np.mean(scores))))
+    _plot_by_task(out_dir / "figure2.png", series, f"Figure 2 ({b.name} budget)")
     lines += ["", "![score against trainable parameters, every method](figure2.png)"]
     return write(out_dir / "figure2.md", lines)
 
