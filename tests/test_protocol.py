@@ -136,7 +136,7 @@ def test_every_sweep_runs_in_one_round_and_idle_workers_take_known_cells(tmp_pat
     def runs_of(b, records=None, compute=None):
         lr = tables.rates(b, records, ("sql",), ["ft", "lora"], compute)
         rows = [("ft", {}), ("lora", protocol.swept_settings("lora"))]
-        return tables._cells(b, rows, ("sql",), lambda m: (0, 1), lr)
+        return tables._cells(b, rows, ("sql",), lambda m: (0, 1), lr, records)
 
     monkeypatch.setattr(tables, "run_all", fake_run_all)
     recs = tables.records_of(runs_of, "test", b, tmp_path, progress=False)
@@ -217,3 +217,63 @@ def test_the_documents_blocks_are_the_reproductions_one_level_down():
     doc = (path.parent / "REPRODUCTION.md").read_text()
     for name in tool.BLOCKS:  # every block the tool fills has its markers in the document
         assert f"<!-- generated: {name} -->" in doc and f"<!-- end generated: {name} -->" in doc
+
+
+def _curve(*val_losses):
+    return [{"step": 200 * (i + 1), "val_loss": v} for i, v in enumerate(val_losses)]
+
+
+def test_a_run_blew_up_when_its_validation_loss_climbs_far_above_its_best():
+    assert not protocol.blew_up({"curve": _curve(0.5, 0.3, 0.2, 0.21), "diverged": None})
+    assert protocol.blew_up({"curve": _curve(0.5, 0.3, 2.7, 2.0), "diverged": None})
+    assert protocol.blew_up({"curve": _curve(0.5), "diverged": "training loss became nan"})
+    assert not protocol.blew_up({"curve": [], "diverged": None})
+
+
+class _Recorded:
+    """Records.get for a test: {(seed, lr): record}."""
+
+    def __init__(self, found):
+        self.found = found
+
+    def get(self, run):
+        return self.found.get((run.seed, run.lr))
+
+
+def test_a_cell_that_blew_up_at_the_tasks_rate_runs_at_a_third_of_it():
+    b = tables.get_budget("full")
+    settings = {"r": 64, "alpha": 16.0, "targets": ("q", "k", "v", "o")}
+    healthy, blown = {"curve": _curve(0.5, 0.2)}, {"curve": _curve(0.4, 2.6, 2.1)}
+
+    def rate_of(found):
+        return protocol.cell_rate(b, "lora", "sql", settings, (0, 1, 2), 0.02, _Recorded(found))
+
+    assert rate_of({}) == (0.02, [])  # nothing recorded: the task's rate
+    assert rate_of({(0, 0.02): healthy, (1, 0.02): healthy}) == (0.02, [])
+    assert rate_of({(0, 0.02): healthy, (2, 0.02): blown}) == (0.0067, [0.02])  # any seed
+    twice = {(0, 0.02): blown, (1, 0.0067): blown}
+    assert rate_of(twice) == (0.0022, [0.02, 0.0067])
+    always = {(0, lr): blown for lr in (0.02, 0.0067, 0.0022, 0.00073)}
+    assert rate_of(always) == (0.0022, [0.02, 0.0067])  # at most MAX_STEPS_DOWN times
+    # the table's runs of that cell follow: every seed at the lower rate
+    runs, _ = tables.table6_runs(b, _RecordedWithRates(twice))
+    cell = [r for r in runs if r.settings == experiments.Run("lora", "sql", settings).settings]
+    assert {r.lr for r in cell} == {0.0022} and {r.seed for r in cell} == {0, 1, 2}
+
+
+class _RecordedWithRates(_Recorded):
+    """As _Recorded for the cell, and the committed records for everything else (the sweep)."""
+
+    def get(self, run):
+        if dict(run.settings).get("r") == 64 and len(dict(run.settings)["targets"]) == 4:
+            return super().get(run)
+        return protocol.Records().get(run)
+
+
+def test_table6_marks_a_cell_run_at_a_lower_rate_and_says_why(tmp_path, monkeypatch):
+    """From the committed records: LoRA on all four matrices at r = 64 blew up at 2e-2 on sql."""
+    monkeypatch.setattr(experiments, "execute", None)  # full-recorded trains nothing
+    text = tables.table6("full-recorded", tmp_path, progress=False).read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| sql | Wq, Wk, Wv, Wo |"))
+    assert "(lr 0.0067)" in row
+    assert "* sql, Wq, Wk, Wv, Wo, r = 64: at lr 0.02 3 of 3 seeds blew up" in text

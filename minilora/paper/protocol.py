@@ -140,6 +140,36 @@ def choose_rate(
     return best, points  # still at an edge after MAX_EXTENSIONS: said so in the sweep table
 
 
+# A run "blew up" when its last validation loss is more than this times its best one.
+BLOWN_UP = 1.5
+MAX_STEPS_DOWN = 2  # a cell's rate is divided by 3 at most this many times
+
+
+def blew_up(record: dict) -> bool:
+    """Whether training blew up: it stopped as diverged, or its validation loss climbed back
+    to more than ``BLOWN_UP`` times its best. The best checkpoint is scored either way, so such
+    a run's score is that of an early checkpoint: the rate was too high for the cell."""
+    losses = [p["val_loss"] for p in record.get("curve") or [] if p.get("val_loss") is not None]
+    return bool(record.get("diverged")) or (len(losses) > 1 and losses[-1] > BLOWN_UP * min(losses))
+
+
+def cell_rate(b, method, task, settings, seeds, lr, records: Records, base: str = BASE):
+    """(rate, [rates that blew up]) for one cell of a table: the task's chosen rate ``lr``,
+    divided by 3 while a recorded seed of the cell blew up at it (``blew_up``), at most
+    ``MAX_STEPS_DOWN`` times. The rate is chosen for one configuration (LoRA: r = 8 on Wq,
+    Wv) and used for the others; this rule keeps a cell that needs a lower rate (e.g. LoRA at
+    r = 64 on all four matrices) from reading as the method failing. Every seed of the cell
+    then runs at the lower rate, and the table says so."""
+    blown = []
+    for _ in range(MAX_STEPS_DOWN):
+        runs = [protocol_run(b, method, task, settings, s, lr, base) for s in seeds]
+        if not any((rec := records.get(r)) is not None and blew_up(rec) for r in runs):
+            break
+        blown.append(lr)
+        lr = float(f"{lr / 3:.2g}")
+    return lr, blown
+
+
 def sweep_runs_missing(b, method: str, task: str, records: Records, base: str = BASE) -> list[Run]:
     """The sweep runs still to do before the rate of ``method`` on ``task`` is known: the
     missing rates of the grid, or, once the grid is complete with its best rate at an edge,
@@ -176,6 +206,6 @@ def estimate_seconds(records: list[dict]) -> float:
 
 
 __all__ = [
-    "ALPHA", "DEFAULT_LR", "EVAL_EVERY", "N_TEST", "STEPS", "Records", "choose_rate",
-    "protocol_run", "rate", "sweep_runs_missing", "estimate_seconds",
+    "ALPHA", "DEFAULT_LR", "EVAL_EVERY", "N_TEST", "STEPS", "Records", "blew_up", "cell_rate",
+    "choose_rate", "protocol_run", "rate", "sweep_runs_missing", "estimate_seconds",
 ]  # fmt: skip

@@ -128,15 +128,19 @@ def rates(b: Budget, records, tasks=TASKS, methods=None, compute=None) -> dict:
     return {(m, t): P.choose_rate(b, m, t, records, compute)[0] for m in methods for t in tasks}
 
 
-def _cells(b: Budget, rows, tasks, seeds_of, lr) -> tuple[list[Run], list[Run]]:
-    """The runs of (method, settings) x tasks x seeds whose rate is known, and those waiting
-    for a sweep (listed at the default rate, a placeholder, so that plans can count them)."""
+def _cells(b: Budget, rows, tasks, seeds_of, lr, records) -> tuple[list[Run], list[Run]]:
+    """The runs of (method, settings) x tasks x seeds whose rate is known (the task's, lower
+    where the cell blew up at it: ``protocol.cell_rate``), and those waiting for a sweep
+    (listed at the default rate, a placeholder, so that plans can count them)."""
     ready, waiting = [], []
     for m, s in rows:
         for task in tasks:
-            for seed in seeds_of(m):
+            seeds = seeds_of(m)
+            if lr[m, task] is not None:
+                rate, _ = P.cell_rate(b, m, task, s, seeds, lr[m, task], records)
+            for seed in seeds:
                 if lr[m, task] is not None:
-                    ready.append(P.protocol_run(b, m, task, s, seed, lr[m, task]))
+                    ready.append(P.protocol_run(b, m, task, s, seed, rate))
                 elif not (seed == P.SWEEP_SEED and s == P.swept_settings(m)):
                     # (the sweep's own run is counted with the sweep)
                     waiting.append(P.protocol_run(b, m, task, s, seed, P.DEFAULT_LR[m]))
@@ -147,8 +151,9 @@ def table4_runs(b: Budget, records=None, compute=None) -> tuple[list[Run], list[
     lr = rates(b, records or P.Records(), compute=compute)
     sweeps = [r for (m, t) in lr for r in P.sweep_runs_missing(b, m, t, records or P.Records())]
     ready, waiting = _cells(
-        b, TABLE4_ROWS, TASKS, lambda m: b.main_seeds if m in MAIN_METHODS else b.seeds, lr
-    )
+        b, TABLE4_ROWS, TASKS, lambda m: b.main_seeds if m in MAIN_METHODS else b.seeds, lr,
+        records or P.Records(),
+    )  # fmt: skip
     return sweeps + ready, waiting
 
 
@@ -159,13 +164,13 @@ def _lora_rows(rows):
 def table5_runs(b: Budget, records=None, compute=None) -> tuple[list[Run], list[Run]]:
     lr = rates(b, records or P.Records(), b.tasks5, ["lora"], compute)
     rows = _lora_rows(TABLE5_ROWS[: b.table5_rows])
-    return _cells(b, rows, b.tasks5, lambda m: b.seeds, lr)
+    return _cells(b, rows, b.tasks5, lambda m: b.seeds, lr, records or P.Records())
 
 
 def table6_runs(b: Budget, records=None, compute=None) -> tuple[list[Run], list[Run]]:
     lr = rates(b, records or P.Records(), b.tasks6, ["lora"], compute)
     rows = _lora_rows([(t, r) for t in TABLE6_TARGETS for r in b.ranks])
-    return _cells(b, rows, b.tasks6, lambda m: b.seeds, lr)
+    return _cells(b, rows, b.tasks6, lambda m: b.seeds, lr, records or P.Records())
 
 
 RUN_LISTS = {"table4": table4_runs, "table5": table5_runs, "table6": table6_runs}
@@ -207,6 +212,20 @@ def _cell(index, method, settings, task, seeds) -> list:
     """The records of one cell (one per seed there is)."""
     key = Run(method, task, settings).settings  # normalised as the runs' own
     return [index[k] for seed in seeds if (k := (method, key, task, seed)) in index]
+
+
+def _blown_note(b, task, targets, r, settings, blown, rate, records) -> str:
+    """One line on a cell that blew up: its seeds' scores at each rate that did."""
+    parts = []
+    for lr in blown:
+        recs = [records.get(P.protocol_run(b, "lora", task, settings, s, lr)) for s in b.seeds]
+        recs = [rec for rec in recs if rec is not None]
+        n = sum(P.blew_up(rec) for rec in recs)
+        parts.append(
+            f"at lr {lr:g} {n} of {len(recs)} seeds blew up "
+            f"(score {mean_sd([rec['score'] for rec in recs])})"
+        )
+    return f"{task}, W{', W'.join(targets)}, r = {r}: {'; '.join(parts)}; run at lr {rate:g}."
 
 
 def table4(budget: str, out_dir: Path, progress: bool = True) -> Path:
@@ -318,17 +337,23 @@ def table6(budget: str, out_dir: Path, progress: bool = True) -> Path:
         "| task | weights | " + " | ".join(f"r={r}" for r in b.ranks) + " | paper |",
         "|---|---|" + "---:|" * len(b.ranks) + "---|",
     ]
-    series = {}
+    series, notes = {}, []
+    records, lr = P.Records(out_dir / "cache"), rates(b, P.Records(out_dir / "cache"), b.tasks6)
     for task in b.tasks6:
         for t in TABLE6_TARGETS:
-            row = {
-                r: _cell(index, "lora", {"r": r, "alpha": P.ALPHA, "targets": t}, task, b.seeds)
-                for r in b.ranks
-            }
+            settings = {r: {"r": r, "alpha": P.ALPHA, "targets": t} for r in b.ranks}
+            row = {r: _cell(index, "lora", settings[r], task, b.seeds) for r in b.ranks}
+            text = {r: mean_sd([x["score"] for x in row[r]]) for r in b.ranks}
+            for r in b.ranks if lr["lora", task] is not None else ():
+                rate, blown = P.cell_rate(b, "lora", task, settings[r], b.seeds, lr["lora", task],
+                                          records)  # fmt: skip
+                if blown:
+                    text[r] += f" (lr {rate:g})"
+                    notes.append(_blown_note(b, task, t, r, settings[r], blown, rate, records))
             paper = " / ".join(map(str, PAPER6[_tag(t)])) if task == "sql" else "—"
             lines.append(
                 f"| {task} | W{', W'.join(t)} | "
-                + " | ".join(mean_sd([x["score"] for x in row[r]]) for r in b.ranks)
+                + " | ".join(text[r] for r in b.ranks)
                 + f" | {paper} |"
             )
             series[f"{task}: W{', W'.join(t)}"] = [
@@ -336,6 +361,15 @@ def table6(budget: str, out_dir: Path, progress: bool = True) -> Path:
                 for r in b.ranks
             ]
     plot(out_dir / "table6.png", series, "rank r", f"Table 6 ({b.name} budget): score against r")
+    if notes:
+        lines += [
+            "",
+            "A cell marked with its own lr blew up at the task's rate "
+            f"(`protocol.blew_up`: the last validation loss over {P.BLOWN_UP:g} times the "
+            "best), so every seed ran again at a third of it (`protocol.cell_rate`):",
+            "",
+        ]
+        lines += [f"* {note}" for note in notes]
     lines += ["", "![score against rank](table6.png)"]
     return write(out_dir / "table6.md", lines)
 
