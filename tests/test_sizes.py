@@ -96,3 +96,31 @@ def test_figure2_varies_loras_targets_with_table6s_recorded_runs(tmp_path, monke
     assert not [line for line in rows if "Wq+Wv)" in line]  # Figure 2's own curve, not again
     row = next(line for line in rows if line.startswith("| LoRA (alpha=16, r=8, Wq) ("))
     assert row.endswith(f"| r = 8 | 8,192 | {mean_sd(wq_r8)} | sql only |")
+
+
+def test_a_figure2_cell_that_blew_up_runs_lower_but_a_low_data_cell_does_not():
+    """protocol.cell_rate applies to Figure 2's cells; with 100 or 1,000 examples a validation
+    loss that climbs back is overfitting (the best checkpoint is scored), not a rate too high."""
+    b = tables.get_budget("full")
+    committed = protocol.Records()
+    lr, _ = protocol.choose_rate(b, "lora", "sql", committed)
+    blown = {"curve": [{"val_loss": 0.4}, {"val_loss": 2.6}], "score": 0.0}
+
+    class Blown:
+        def get(self, run):
+            r = dict(run.settings).get("r")
+            if run.method == "lora" and run.task == "sql" and run.lr == lr:
+                if (r == 64 and run.n_train == b.n_train) or run.n_train < b.n_train:
+                    return blown
+            return committed.get(run)
+
+    fig, _ = sizes.figure2_runs(b, Blown())
+    r64 = [r for r in fig if r.method == "lora" and dict(r.settings)["r"] == 64]
+    assert {r.lr for r in r64 if r.task == "sql"} == {float(f"{lr / 3:.2g}")}
+    assert {r.lr for r in fig if r.method == "lora" and dict(r.settings)["r"] == 8} == {
+        lr,
+        protocol.choose_rate(b, "lora", "nli", committed)[0],
+    }
+    t16, _ = sizes.table16_runs(b, Blown())
+    few = [r for r in t16 if r.method == "lora" and r.task == "sql" and r.n_train < b.n_train]
+    assert few and {r.lr for r in few} == {lr}

@@ -53,6 +53,8 @@ def _ready(b, records, cells, compute=None) -> tuple[list[Run], list[Run]]:
     ready, waiting = [], []
     for method, settings, task, n_train in cells:
         lr, _ = P.choose_rate(b, method, task, records, compute)
+        if lr is not None and n_train == b.n_train:  # (with less data a rising loss is overfitting)
+            lr, _ = P.cell_rate(b, method, task, settings, seeds, lr, records)
         for seed in seeds:
             run = P.protocol_run(b, method, task, settings, seed, lr or P.DEFAULT_LR[method])
             run = Run(**{**run.to_dict(), "settings": run.settings, "n_train": n_train})
@@ -81,6 +83,15 @@ def _scores(recs: dict, method: str, settings: dict, task: str, n_train: int) ->
         if (run.method, run.settings, run.task, run.n_train) == (method, key, task, n_train)
         and rec.get("score") is not None
     ]  # fmt: skip
+
+
+def _stepped(b, records, method: str, settings: dict, task: str, seeds) -> str:
+    """ " (lr ...: blew up at ...)" for a cell run below the task's rate (protocol.cell_rate)."""
+    lr, _ = P.choose_rate(b, method, task, records)
+    if lr is None:
+        return ""
+    rate, blown = P.cell_rate(b, method, task, settings, seeds, lr, records)
+    return f" (lr {rate:g}: blew up at {', '.join(f'{x:g}' for x in blown)})" if blown else ""
 
 
 def _size_label(method: str, settings: dict) -> str:
@@ -156,6 +167,7 @@ def figure2(budget, out_dir: Path, progress: bool = True) -> Path:
         "|---|---|---:|" + "---:|" * len(tasks),
     ]
     series: dict = {}
+    records = P.Records(out_dir / "cache")
     for method, sizes in SIZES.items():
         for settings in sizes:
             cells = {t: _scores(recs, method, settings, t, b.n_train) for t in tasks}
@@ -167,7 +179,11 @@ def figure2(budget, out_dir: Path, progress: bool = True) -> Path:
             lines.append(
                 f"| {label} | {_size_label(method, settings)} | "
                 f"{'—' if trainable is None else f'{trainable:,}'} | "
-                + " | ".join(mean_sd(cells[t]) if cells[t] else "not yet run" for t in tasks)
+                + " | ".join(
+                    (mean_sd(cells[t]) if cells[t] else "not yet run")
+                    + _stepped(b, records, method, settings, t, seeds)
+                    for t in tasks
+                )
                 + " |"
             )
             for t in tasks:
