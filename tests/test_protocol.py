@@ -277,3 +277,13 @@ def test_table6_marks_a_cell_run_at_a_lower_rate_and_says_why(tmp_path, monkeypa
     row = next(line for line in text.splitlines() if line.startswith("| sql | Wq, Wk, Wv, Wo |"))
     assert "(lr 0.0067)" in row
     assert "* sql, Wq, Wk, Wv, Wo, r = 64: at lr 0.02 3 of 3 seeds blew up" in text
+
+
+def test_a_cell_run_below_its_methods_rate_is_marked_with_its_rate():
+    b = tables.get_budget("full")
+    settings = {"r": 64, "alpha": 16.0, "targets": ("q", "k", "v", "o")}
+    blown = {"curve": _curve(0.4, 2.6, 2.1)}
+    seeds = (0, 1, 2)
+    marked = _RecordedWithRates({(0, 0.02): blown})
+    assert protocol.cell_mark(b, "lora", "sql", settings, seeds, marked) == " (lr 0.0067)"
+    assert protocol.cell_mark(b, "lora", "sql", settings, seeds, _RecordedWithRates({})) == ""

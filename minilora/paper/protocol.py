@@ -170,6 +170,23 @@ def cell_rate(b, method, task, settings, seeds, lr, records: Records, base: str 
     return lr, blown
 
 
+# Said under a table whose cells carry ``cell_mark``.
+MARK_NOTE = (
+    "A cell marked with its own lr blew up at the method's chosen rate (`protocol.blew_up`: the "
+    f"last validation loss over {BLOWN_UP:g} times the best), so every seed ran again at a third "
+    "of it (`protocol.cell_rate`)."
+)
+
+
+def cell_mark(b, method, task, settings, seeds, records: Records, base: str = BASE) -> str:
+    """ " (lr X)" for a cell that runs below its method's chosen rate (``cell_rate``), else ""."""
+    lr, _ = choose_rate(b, method, task, records, base=base)
+    if lr is None:
+        return ""
+    rate, blown = cell_rate(b, method, task, settings, seeds, lr, records, base)
+    return f" (lr {rate:g})" if blown else ""
+
+
 def sweep_runs_missing(b, method: str, task: str, records: Records, base: str = BASE) -> list[Run]:
     """The sweep runs still to do before the rate of ``method`` on ``task`` is known: the
     missing rates of the grid, or, once the grid is complete with its best rate at an edge,
@@ -206,6 +223,6 @@ def estimate_seconds(records: list[dict]) -> float:
 
 
 __all__ = [
-    "ALPHA", "DEFAULT_LR", "EVAL_EVERY", "N_TEST", "STEPS", "Records", "blew_up", "cell_rate",
-    "choose_rate", "protocol_run", "rate", "sweep_runs_missing", "estimate_seconds",
+    "ALPHA", "DEFAULT_LR", "EVAL_EVERY", "N_TEST", "STEPS", "Records", "blew_up", "cell_mark",
+    "cell_rate", "choose_rate", "protocol_run", "rate", "sweep_runs_missing", "estimate_seconds",
 ]  # fmt: skip

@@ -85,15 +85,6 @@ def _scores(recs: dict, method: str, settings: dict, task: str, n_train: int) ->
     ]  # fmt: skip
 
 
-def _stepped(b, records, method: str, settings: dict, task: str, seeds) -> str:
-    """ " (lr ...: blew up at ...)" for a cell run below the task's rate (protocol.cell_rate)."""
-    lr, _ = P.choose_rate(b, method, task, records)
-    if lr is None:
-        return ""
-    rate, blown = P.cell_rate(b, method, task, settings, seeds, lr, records)
-    return f" (lr {rate:g}: blew up at {', '.join(f'{x:g}' for x in blown)})" if blown else ""
-
-
 def _size_label(method: str, settings: dict) -> str:
     settings = {**DEFAULTS[method], **settings}
     if "l_p" in settings:
@@ -181,7 +172,7 @@ def figure2(budget, out_dir: Path, progress: bool = True) -> Path:
                 f"{'—' if trainable is None else f'{trainable:,}'} | "
                 + " | ".join(
                     (mean_sd(cells[t]) if cells[t] else "not yet run")
-                    + _stepped(b, records, method, settings, t, seeds)
+                    + P.cell_mark(b, method, t, settings, seeds, records)
                     for t in tasks
                 )
                 + " |"
@@ -201,6 +192,8 @@ def figure2(budget, out_dir: Path, progress: bool = True) -> Path:
         )
         name = "sql: LoRA on " + "+".join(f"W{t}" for t in targets)
         series.setdefault(name, []).append((trainable, float(np.mean(scores))))
+    if any("(lr " in line for line in lines):
+        lines += ["", P.MARK_NOTE]
     _plot_by_task(out_dir / "figure2.png", series, f"Figure 2 ({b.name} budget)")
     lines += ["", "![score against trainable parameters, every method](figure2.png)"]
     return write(out_dir / "figure2.md", lines)

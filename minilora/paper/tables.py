@@ -308,15 +308,22 @@ def table5(budget: str, out_dir: Path, progress: bool = True) -> Path:
         "| weights | r | trainable | " + " | ".join(t.upper() for t in b.tasks5) + " | paper |",
         "|---|---:|---:|" + "---:|" * len(b.tasks5) + "---:|",
     ]
+    records = P.Records(out_dir / "cache")
     for (_, s), (t, r) in zip(_lora_rows(TABLE5_ROWS[: b.table5_rows]), TABLE5_ROWS):
         cells = {task: _cell(index, "lora", s, task, b.seeds) for task in b.tasks5}
         first = next((x[0] for x in cells.values() if x), {"trainable": 2 * 128 * 8 * 4})
         paper = PAPER5[_tag(t)]
         lines.append(
             f"| W{', W'.join(t)} | {r} | {first['trainable']:,} | "
-            + " | ".join(mean_sd([x["score"] for x in cells[task]]) for task in b.tasks5)
+            + " | ".join(
+                mean_sd([x["score"] for x in cells[task]])
+                + P.cell_mark(b, "lora", task, s, b.seeds, records)
+                for task in b.tasks5
+            )
             + f" | {paper[0]} / {paper[1]} |"
         )
+    if any("(lr " in line for line in lines):
+        lines += ["", P.MARK_NOTE]
     return write(out_dir / "table5.md", lines)
 
 
@@ -338,7 +345,8 @@ def table6(budget: str, out_dir: Path, progress: bool = True) -> Path:
         "|---|---|" + "---:|" * len(b.ranks) + "---|",
     ]
     series, notes = {}, []
-    records, lr = P.Records(out_dir / "cache"), rates(b, P.Records(out_dir / "cache"), b.tasks6)
+    records = P.Records(out_dir / "cache")
+    lr = rates(b, records, b.tasks6, ["lora"])
     for task in b.tasks6:
         for t in TABLE6_TARGETS:
             settings = {r: {"r": r, "alpha": P.ALPHA, "targets": t} for r in b.ranks}
@@ -347,7 +355,7 @@ def table6(budget: str, out_dir: Path, progress: bool = True) -> Path:
             for r in b.ranks if lr["lora", task] is not None else ():
                 rate, blown = P.cell_rate(b, "lora", task, settings[r], b.seeds, lr["lora", task],
                                           records)  # fmt: skip
-                if blown:
+                if blown:  # the mark, and the runs that blew up
                     text[r] += f" (lr {rate:g})"
                     notes.append(_blown_note(b, task, t, r, settings[r], blown, rate, records))
             paper = " / ".join(map(str, PAPER6[_tag(t)])) if task == "sql" else "—"
@@ -362,13 +370,7 @@ def table6(budget: str, out_dir: Path, progress: bool = True) -> Path:
             ]
     plot(out_dir / "table6.png", series, "rank r", f"Table 6 ({b.name} budget): score against r")
     if notes:
-        lines += [
-            "",
-            "A cell marked with its own lr blew up at the task's rate "
-            f"(`protocol.blew_up`: the last validation loss over {P.BLOWN_UP:g} times the "
-            "best), so every seed ran again at a third of it (`protocol.cell_rate`):",
-            "",
-        ]
+        lines += ["", P.MARK_NOTE + " The runs that blew up:", ""]
         lines += [f"* {note}" for note in notes]
     lines += ["", "![score against rank](table6.png)"]
     return write(out_dir / "table6.md", lines)
