@@ -29,8 +29,23 @@ def test_every_size_and_data_size_is_planned_and_all_data_cells_are_table4s():
             assert {**r.to_dict(), "n_train": 0} == {**twin.to_dict(), "n_train": 0}
 
 
+def _records_without(tmp_path, monkeypatch, drop) -> None:
+    """Point the committed records at a copy (links) without the records that ``drop`` names."""
+    import json
+
+    kept = tmp_path / "records"
+    kept.mkdir()
+    for path in experiments.RECORDS.glob("*.json"):
+        if not drop(json.loads(path.read_text())["run"]):
+            (kept / path.name).symlink_to(path)
+    monkeypatch.setattr(experiments, "RECORDS", kept)
+
+
 def test_the_tables_say_what_is_not_yet_run(tmp_path, monkeypatch):
     monkeypatch.setattr(experiments, "execute", None)  # full-recorded trains nothing
+    _records_without(
+        tmp_path, monkeypatch, lambda run: run["method"] == "ft" and run["n_train"] < 4000
+    )
     fig = sizes.figure2("full-recorded", tmp_path, progress=False).read_text()
     t16 = sizes.table16("full-recorded", tmp_path, progress=False).read_text()
     assert "| FT | — | 823,168 |" in fig and "not yet run" in fig
@@ -124,3 +139,24 @@ def test_a_figure2_cell_that_blew_up_runs_lower_but_a_low_data_cell_does_not():
     t16, _ = sizes.table16_runs(b, Blown())
     few = [r for r in t16 if r.method == "lora" and r.task == "sql" and r.n_train < b.n_train]
     assert few and {r.lr for r in few} == {lr}
+
+
+def test_past_best_names_a_fall_only_beyond_the_seed_spread():
+    fall = [(512, [0.30, 0.32]), (2048, [0.50, 0.52]), (8192, [0.20, 0.22])]
+    assert sizes.past_best(fall).startswith("falls past its best, from 51.0% at 2,048 to 21.0%")
+    noisy = [(512, [0.30, 0.32]), (2048, [0.50, 0.70]), (8192, [0.30, 0.70])]
+    assert sizes.past_best(noisy).startswith("level past its best")  # 10 points, 0.4 se
+    assert sizes.past_best([(1, [0.1, 0.1]), (2, [0.3, 0.4])]) == "rises to its largest size"
+    assert sizes.past_best([(1, [0.0, 0.0]), (2, [0.004, 0.0])]).startswith("never learns")
+    tiny = [(1, [0.200, 0.200]), (2, [0.205, 0.205]), (3, [0.200, 0.200])]
+    assert sizes.past_best(tiny).startswith("level")  # no spread, but under a point
+
+
+def test_figure2_checks_each_curve_past_its_best_size(tmp_path, monkeypatch):
+    monkeypatch.setattr(experiments, "execute", None)  # full-recorded trains nothing
+    fig = sizes.figure2("full-recorded", tmp_path, progress=False).read_text()
+    checks = fig.split("| curve | sizes | past its best size |")[1].splitlines()[2:]
+    rows = [line for line in checks if line.startswith("| ")]
+    assert any(line.startswith("| LoRA on Wq+Wv, sql | 4 |") for line in rows)
+    assert any(line.startswith("| LoRA on Wq+Wk+Wv+Wo, sql | 6 |") for line in rows)
+    assert not any(line.startswith(("| FT,", "| BitFit,")) for line in rows)  # one size each

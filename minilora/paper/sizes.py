@@ -113,6 +113,32 @@ def _lora_targets(b, out_dir: Path) -> dict:
     return found
 
 
+def past_best(curve: list) -> str:
+    """What a curve does past its best size: Figure 2's finding is that the prefix methods fall
+    (PreEmbed past 256 special tokens, PreLayer past 32, on GPT-3) and LoRA does not.
+
+    ``curve`` is [(trainable, [score per seed])], smallest first. A fall counts only when the
+    largest size's mean is below the best mean by more than twice the standard error of the
+    difference and by more than a point; with 2 seeds that standard error is itself rough.
+    """
+    means = [float(np.mean(scores)) for _, scores in curve]
+    if max(means) < 0.01:
+        return "never learns (under 1% at every size)"
+    best = int(np.argmax(means))
+    if best == len(curve) - 1:
+        return "rises to its largest size"
+    (_, at_best), (_, at_last) = curve[best], curve[-1]
+    se = float(np.sqrt(sum(np.var(s, ddof=1) / len(s) if len(s) > 1 else 0.0
+                           for s in (at_best, at_last))))  # fmt: skip
+    drop = means[best] - means[-1]
+    where = f"from {100 * means[best]:.1f}% at {curve[best][0]:,} to {100 * means[-1]:.1f}%"
+    if drop > max(2 * se, 0.01):
+        return (
+            f"falls past its best, {where} ({100 * drop:.1f} points, {drop / max(se, 1e-9):.1f} se)"
+        )
+    return f"level past its best ({where}, within seed spread)"
+
+
 def _plot_by_task(path: Path, series: dict, title: str) -> None:
     """One panel per task, a method keeps its colour in both; ``series`` as "task: method"."""
     import matplotlib
@@ -158,6 +184,7 @@ def figure2(budget, out_dir: Path, progress: bool = True) -> Path:
         "|---|---|---:|" + "---:|" * len(tasks),
     ]
     series: dict = {}
+    curves: dict = {}  # (curve, task) -> [(trainable, scores)], for past_best
     records = P.Records(out_dir / "cache")
     for method, sizes in SIZES.items():
         for settings in sizes:
@@ -183,6 +210,7 @@ def figure2(budget, out_dir: Path, progress: bool = True) -> Path:
                         " on Wq+Wv" if method == "lora" else ""
                     )
                     series.setdefault(name, []).append((trainable, float(np.mean(cells[t]))))
+                    curves.setdefault(name, []).append((trainable, cells[t]))
     for (targets, r), found in sorted(_lora_targets(b, out_dir).items()):
         label = Run("lora", "sql", {"r": r, "alpha": P.ALPHA, "targets": targets}).label()
         trainable, scores = found[0]["trainable"], [rec["score"] for rec in found]
@@ -192,8 +220,21 @@ def figure2(budget, out_dir: Path, progress: bool = True) -> Path:
         )
         name = "sql: LoRA on " + "+".join(f"W{t}" for t in targets)
         series.setdefault(name, []).append((trainable, float(np.mean(scores))))
+        curves.setdefault(name, []).append((trainable, scores))
     if any("(lr " in line for line in lines):
         lines += ["", P.MARK_NOTE]
+    lines += [
+        "",
+        "Past its best size (the paper: the prefix methods fall, LoRA does not); a fall counts "
+        "when the largest size is below the best by more than two standard errors and a point:",
+        "",
+        "| curve | sizes | past its best size |",
+        "|---|---:|---|",
+    ]
+    for name, curve in curves.items():
+        if len(curve) > 1:
+            task, method = name.split(": ", 1)
+            lines.append(f"| {method}, {task} | {len(curve)} | {past_best(sorted(curve))} |")
     _plot_by_task(out_dir / "figure2.png", series, f"Figure 2 ({b.name} budget)")
     lines += ["", "![score against trainable parameters, every method](figure2.png)"]
     return write(out_dir / "figure2.md", lines)
@@ -232,4 +273,12 @@ def table16(budget, out_dir: Path, progress: bool = True) -> Path:
 REPRODUCTIONS = {"figure2": figure2, "table16": table16}
 RUN_LISTS = {"figure2": figure2_runs, "table16": table16_runs}
 
-__all__ = ["REPRODUCTIONS", "RUN_LISTS", "SIZES", "figure2", "figure2_runs", "table16"]
+__all__ = [
+    "REPRODUCTIONS",
+    "RUN_LISTS",
+    "SIZES",
+    "figure2",
+    "figure2_runs",
+    "past_best",
+    "table16",
+]
