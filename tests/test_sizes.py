@@ -160,3 +160,26 @@ def test_figure2_checks_each_curve_past_its_best_size(tmp_path, monkeypatch):
     assert any(line.startswith("| LoRA on Wq+Wv, sql | 4 |") for line in rows)
     assert any(line.startswith("| LoRA on Wq+Wk+Wv+Wo, sql | 6 |") for line in rows)
     assert not any(line.startswith(("| FT,", "| BitFit,")) for line in rows)  # one size each
+
+
+def test_table16_gives_fts_lead_over_lora_at_each_data_size(tmp_path, monkeypatch):
+    from minilora.paper.bases import lead
+
+    monkeypatch.setattr(experiments, "execute", None)  # full-recorded trains nothing
+    b = tables.get_budget("full")
+    records = protocol.Records()
+    table4, _ = tables.table4_runs(b, records)
+
+    def scores(method):
+        return [
+            records.get(r)["score"] for r in table4
+            if r.method == method and r.task == "sql" and r.settings in ((), sizes.Run(
+                "lora", "sql", sizes.LOW_DATA_METHODS["lora"]).settings)
+            and r.seed in sizes.SEEDS and records.get(r) is not None
+        ]  # fmt: skip
+
+    t16 = sizes.table16("full-recorded", tmp_path, progress=False).read_text()
+    row = next(line for line in t16.splitlines() if line.startswith("| FT's lead over LoRA"))
+    assert row.startswith("| FT's lead over LoRA (points ± se) | sql | ")
+    assert row.endswith(f"| {lead(scores('ft'), scores('lora'))} |")  # all 4,000 examples
+    assert lead(scores("ft"), scores("lora")).startswith("+")  # FT leads with all the data
