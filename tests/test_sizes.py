@@ -183,3 +183,28 @@ def test_table16_gives_fts_lead_over_lora_at_each_data_size(tmp_path, monkeypatc
     assert row.startswith("| FT's lead over LoRA (points ± se) | sql | ")
     assert row.endswith(f"| {lead(scores('ft'), scores('lora'))} |")  # all 4,000 examples
     assert lead(scores("ft"), scores("lora")).startswith("+")  # FT leads with all the data
+
+
+def test_figure2_shows_the_second_base_from_the_bases_recorded_runs(tmp_path, monkeypatch):
+    from minilora.paper import bases
+    from minilora.paper.report import mean_sd
+
+    monkeypatch.setattr(experiments, "execute", None)  # full-recorded trains nothing
+    b = tables.get_budget("full")
+    records = protocol.Records()
+    runs, _ = bases.bases_runs(b, records)
+    lr = protocol.choose_rate(b, "lora", "sql", records, base="char-small-mixed")[0]
+    r4 = [
+        rec["score"] for r in dict.fromkeys(runs)
+        if r.base == "char-small-mixed" and r.method == "lora" and r.task == "sql"
+        and dict(r.settings)["r"] == 4 and r.lr == lr and r.seed in b.seeds
+        and (rec := records.get(r)) is not None
+    ]  # fmt: skip
+    assert len(r4) == len(b.seeds)  # committed: the bases' rank row
+    fig = sizes.figure2("full-recorded", tmp_path, progress=False).read_text()
+    row = next(line for line in fig.splitlines() if "r=4, Wq+Wv) (char-small-mixed)" in line)
+    assert row.endswith(f"| r = 4 | 8,192 | {mean_sd(r4)} | — |")  # sql only at r = 4
+    assert any(
+        line.startswith("| FT (char-small-mixed) | — | 823,168 |") for line in fig.split("\n")
+    )
+    assert "| LoRA on Wq+Wv, char-small-mixed, sql | 6 |" in fig

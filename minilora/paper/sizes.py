@@ -12,6 +12,9 @@ Every run follows the protocol (``minilora.paper.protocol``) at the rate the met
 chose at its default size with all the data: the paper tuned each cell, we do not, to keep the
 compute in reach, and say so. 2 seeds per cell (issue 17's first cut), both tasks, base
 ``char-small``; the default-size, all-data cells are Table 4's own runs (the same records).
+Figure 2 also reads runs recorded for other tables, without a run of its own: LoRA on Wq alone
+and on all four matrices (Table 6's, sql), and the second base ``char-small-mixed`` (FT, and
+LoRA on Wq, Wv over Table 6's ranks: the bases comparison's), 3 seeds each.
 """
 
 from __future__ import annotations
@@ -114,6 +117,29 @@ def _lora_targets(b, out_dir: Path) -> dict:
     return found
 
 
+def _second_base(b, out_dir: Path) -> dict:
+    """{(method, r, task): [record]} on ``char-small-mixed``, the base that knows the tasks'
+    languages: the bases comparison's recorded runs (FT, and LoRA on Wq, Wv over Table 6's
+    ranks), seeds ``b.seeds``, read so that Figure 2 shows that base beside ``char-small``
+    without a run of its own. Empty at the quick budget (the bases are not run there)."""
+    if b.name == "quick":
+        return {}
+    from minilora.paper import bases
+
+    records, base = P.Records(out_dir / "cache"), bases.BASES[1]
+    runs, _ = bases.bases_runs(b, records)
+    found: dict = {}
+    for run in dict.fromkeys(runs):
+        if run.base != base or run.seed not in b.seeds:
+            continue
+        if run.lr != P.choose_rate(b, run.method, run.task, records, base=base)[0]:
+            continue  # a sweep's run at a rate not chosen
+        record = records.get(run)
+        if record is not None and record.get("score") is not None:
+            found.setdefault((run.method, dict(run.settings).get("r"), run.task), []).append(record)
+    return found
+
+
 def past_best(curve: list) -> str:
     """What a curve does past its best size: Figure 2's finding is that the prefix methods fall
     (PreEmbed past 256 special tokens, PreLayer past 32, on GPT-3) and LoRA does not.
@@ -149,15 +175,18 @@ def _plot_by_task(path: Path, series: dict, title: str) -> None:
 
     tasks = sorted({name.split(": ")[0] for name in series}, reverse=True)  # sql, nli
     methods = list(dict.fromkeys(name.split(": ", 1)[1] for name in series))
+    owners = [m for m in methods if "mixed" not in m] + [m for m in methods if "mixed" in m]
     colours = plt.get_cmap("tab10")
     fig, axes = plt.subplots(1, max(1, len(tasks)), figsize=(10, 4), sharey=True, squeeze=False)
     for ax, task in zip(axes[0], tasks):
-        for i, method in enumerate(methods):
+        for method in methods:
             points = sorted(series.get(f"{task}: {method}", []))
             if points:
-                style = ("o" if i < 10 else "s") + ("-" if len(points) > 1 else "")
+                # the second base: its method's colour, square markers and dashed lines
+                own, mixed = method.split(", char-small-mixed")[0], "mixed" in method
+                style = ("s" if mixed else "o") + ("--" if mixed else "-") * (len(points) > 1)
                 xs, ys = [x for x, _ in points], [100 * y for _, y in points]
-                ax.plot(xs, ys, style, color=colours(i % 10), label=method)
+                ax.plot(xs, ys, style, color=colours(owners.index(own) % 10), label=method)
         ax.set_xscale("log")
         ax.set_xlabel("trainable parameters")
         ax.set_title(f"{title}: {task}", fontsize=9)
@@ -222,6 +251,24 @@ def figure2(budget, out_dir: Path, progress: bool = True) -> Path:
         name = "sql: LoRA on " + "+".join(f"W{t}" for t in targets)
         series.setdefault(name, []).append((trainable, float(np.mean(scores))))
         curves.setdefault(name, []).append((trainable, scores))
+    second = _second_base(b, out_dir)
+    for method, r in sorted({k[:2] for k in second}, key=lambda k: (k[0] != "lora", k[1] or 0)):
+        settings = {"r": r, **LORA} if method == "lora" else {}
+        run = Run(method, "sql", settings)
+        cells = {t: [rec["score"] for rec in second.get((method, r, t), [])] for t in tasks}
+        trainable = next(rec["trainable"] for k, v in second.items() if k[:2] == (method, r)
+                         for rec in v)  # fmt: skip
+        lines.append(
+            f"| {run.label()} (char-small-mixed) | {_size_label(method, settings)} | "
+            f"{trainable:,} | "
+            + " | ".join(mean_sd(c) if c else "—" for c in cells.values())
+            + " |"
+        )
+        for t, scores in cells.items():
+            if scores:
+                name = f"{t}: {'LoRA on Wq+Wv' if method == 'lora' else 'FT'}, char-small-mixed"
+                series.setdefault(name, []).append((trainable, float(np.mean(scores))))
+                curves.setdefault(name, []).append((trainable, scores))
     if any("(lr " in line for line in lines):
         lines += ["", P.MARK_NOTE]
     lines += [
