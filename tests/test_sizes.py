@@ -9,8 +9,15 @@ def test_every_size_and_data_size_is_planned_and_all_data_cells_are_table4s():
     b = tables.get_budget("full")
     records = protocol.Records()  # the committed ones: FT's and LoRA's rates are chosen
     fig, fig_waiting = sizes.figure2_runs(b, records)
-    n_configs = sum(len(v) for v in sizes.SIZES.values())
-    assert len(fig) + len(fig_waiting) == n_configs * len(tables.TASKS) * len(sizes.SEEDS)
+    n_runs = sum(
+        len(sizes.cell_seeds(b, m, s, b.n_train)) for m, v in sizes.SIZES.items() for s in v
+    )
+    assert len(fig) + len(fig_waiting) == n_runs * len(tables.TASKS)
+    # a default-size cell is Table 4's, with Table 4's seeds; another size has SEEDS
+    assert sizes.cell_seeds(b, "ft", {}, b.n_train) == b.main_seeds
+    assert sizes.cell_seeds(b, "adapterh", {}, b.n_train) == b.seeds
+    assert sizes.cell_seeds(b, "adapterh", {"r": 16}, b.n_train) == sizes.SEEDS
+    assert sizes.cell_seeds(b, "ft", {}, sizes.LOW_DATA[0]) == sizes.SEEDS
     t16, _ = sizes.table16_runs(b, records)
     table4, _ = tables.table4_runs(b, records)
     t4_keys = {r.key() for r in table4}
@@ -175,7 +182,7 @@ def test_table16_gives_fts_lead_over_lora_at_each_data_size(tmp_path, monkeypatc
             records.get(r)["score"] for r in table4
             if r.method == method and r.task == "sql" and r.settings in ((), sizes.Run(
                 "lora", "sql", sizes.LOW_DATA_METHODS["lora"]).settings)
-            and r.seed in sizes.SEEDS and records.get(r) is not None
+            and r.seed in b.main_seeds and records.get(r) is not None
         ]  # fmt: skip
 
     t16 = sizes.table16("full-recorded", tmp_path, progress=False).read_text()

@@ -28,7 +28,7 @@ from minilora.paper.baselines import DEFAULTS
 from minilora.paper.bases import lead
 from minilora.paper.experiments import Run
 from minilora.paper.report import header, mean_sd, write
-from minilora.paper.tables import TASKS, get_budget, records_of
+from minilora.paper.tables import MAIN_METHODS, TABLE4_ROWS, TASKS, get_budget, records_of
 
 SEEDS = (0, 1)
 LORA = {"alpha": P.ALPHA, "targets": ("q", "v")}
@@ -51,11 +51,23 @@ def _plan(b):
     return (TASKS[:1], (0,)) if b.name == "quick" else (TASKS, SEEDS)
 
 
+def cell_seeds(b, method: str, settings: dict, n_train: int) -> tuple:
+    """A cell's seeds: Table 4's (5 for FT and LoRA, 3 for the others) where the cell is one of
+    Table 4's own (the default size, all the data: those runs are recorded), else ``SEEDS``."""
+    _, seeds = _plan(b)
+    key = Run(method, "sql", settings).settings
+    if b.name == "quick" or n_train != b.n_train:
+        return seeds
+    if any((m, Run(m, "sql", s).settings) == (method, key) for m, s in TABLE4_ROWS):
+        return b.main_seeds if method in MAIN_METHODS else b.seeds
+    return seeds
+
+
 def _ready(b, records, cells, compute=None) -> tuple[list[Run], list[Run]]:
     """Runs of [(method, settings, task, n_train)] whose rate is chosen; and those waiting."""
-    tasks, seeds = _plan(b)
     ready, waiting = [], []
     for method, settings, task, n_train in cells:
+        seeds = cell_seeds(b, method, settings, n_train)
         lr, _ = P.choose_rate(b, method, task, records, compute)
         if lr is not None and n_train == b.n_train:  # (with less data a rising loss is overfitting)
             lr, _ = P.cell_rate(b, method, task, settings, seeds, lr, records)
@@ -208,7 +220,8 @@ def figure2(budget, out_dir: Path, progress: bool = True) -> Path:
         "Every method at several sizes, at the rate its sweep chose at the default size.",
     )  # fmt: skip
     lines += [
-        f"Mean ± standard deviation over seeds {list(seeds)}.",
+        f"Mean ± standard deviation over seeds {list(seeds)}; the default-size cells are Table "
+        "4's, with its seeds (5 for FT and LoRA, 3 for the others).",
         "",
         "| method | size | trainable | " + " | ".join(t.upper() for t in tasks) + " |",
         "|---|---|---:|" + "---:|" * len(tasks),
@@ -224,6 +237,7 @@ def figure2(budget, out_dir: Path, progress: bool = True) -> Path:
                       if (run.method, run.settings) == (method, key)]  # fmt: skip
             trainable = counts[0] if counts else None
             label = Run(method, "sql", settings).label()
+            seeds = cell_seeds(b, method, settings, b.n_train)
             lines.append(
                 f"| {label} | {_size_label(method, settings)} | "
                 f"{'—' if trainable is None else f'{trainable:,}'} | "
@@ -301,7 +315,8 @@ def table16(budget, out_dir: Path, progress: bool = True) -> Path:
         "sweep chose with all of them.",
     )  # fmt: skip
     lines += [
-        f"Mean ± standard deviation over seeds {list(seeds)}. The paper's table (GPT-3 175B, "
+        f"Mean ± standard deviation over seeds {list(seeds)} (all the data: Table 4's runs and "
+        "seeds, 5 for FT and LoRA, 3 for the prefix methods). The paper's table (GPT-3 175B, "
         "MNLI-m with 100 / 1k / 10k / all examples) is in its appendix F.3.",
         "",
         "| method | task | " + " | ".join(f"{n:,} examples" for n in sizes) + " |",
