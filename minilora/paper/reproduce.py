@@ -12,6 +12,7 @@ Names (Hu et al. 2021, arXiv 2106.09685):
     converged  section 7 on the protocol's kept adapters              minilora.paper.converged
     figure2, table16  each method at several sizes; little data (F.2, F.3)  minilora.paper.sizes
     appendix_e  LoRA combined with PreEmbed and with PreLayer          minilora.paper.appendix_e
+    longer   LoRA r = 8 trained for twice the steps (the gap's budget)   minilora.paper.longer
     figure3, figure4, table7   section 7's analyses                   minilora.paper.section7
     all      every one of them
 
@@ -45,6 +46,7 @@ REPRODUCTIONS = {
     "figure2": ("minilora.paper.sizes", "REPRODUCTIONS"),
     "table16": ("minilora.paper.sizes", "REPRODUCTIONS"),
     "appendix_e": ("minilora.paper.appendix_e", "appendix_e"),
+    "longer": ("minilora.paper.longer", "longer"),
     "figure3": ("minilora.paper.section7", "REPRODUCTIONS"),
     "figure4": ("minilora.paper.section7", "REPRODUCTIONS"),
     "table7": ("minilora.paper.section7", "REPRODUCTIONS"),
@@ -96,7 +98,7 @@ def reproduce(names, budget: str = "quick", out_dir=DEFAULT_OUT, progress: bool 
     # the reproductions that read records
     recorded = (
         "table4", "table5", "table6", "sweeps", "counts", "bases", "converged", "figure2",
-        "table16", "appendix_e", "table1", "figure3", "figure4", "table7",
+        "table16", "appendix_e", "longer", "table1", "figure3", "figure4", "table7",
     )  # fmt: skip
 
     def budget_of(name):  # the other reproductions know quick and full only
@@ -107,10 +109,11 @@ def reproduce(names, budget: str = "quick", out_dir=DEFAULT_OUT, progress: bool 
 
 def plan(names, budget, cache_dir=None) -> str:
     """What ``reproduce NAMES --budget BUDGET`` still has to run, and its CPU time."""
-    from minilora.paper import appendix_e, bases, converged, protocol, sizes, tables
+    from minilora.paper import appendix_e, bases, converged, longer, protocol, sizes, tables
 
     run_lists = {**tables.RUN_LISTS, "bases": bases.bases_runs, **sizes.RUN_LISTS}
     run_lists["appendix_e"] = appendix_e.appendix_e_runs
+    run_lists["longer"] = longer.longer_runs
     run_lists["converged"] = lambda b, records: (converged.converged_runs(b, records), [])
     b = tables.get_budget(budget)
     records = protocol.Records(cache_dir)
@@ -131,13 +134,20 @@ def plan(names, budget, cache_dir=None) -> str:
     ]
     for name, run in missing.values():
         data = f", {run.n_train:,} examples" if run.n_train != b.n_train else ""
+        data += f", {run.steps:,} steps" if run.steps != b.steps else ""
         base = f", base {run.base}" if run.base != protocol.BASE else ""
         lines.append(
             f"  {name}: {run.label()} on {run.task}{data}{base}, seed {run.seed}, lr {run.lr:g}"
         )
     n = len(missing) + len(pending)
+    # a run's time grows with its steps (longer's runs are twice the protocol's)
+    lengths = sum(run.steps / b.steps for _, run in missing.values()) + sum(
+        run.steps / b.steps for run in pending.values()
+    )
     lines.append(
-        f"Estimate: {n} runs x {per_run:.0f} s = {n * per_run / 3600:.1f} CPU hours "
+        f"Estimate: {n} runs x {per_run:.0f} s"
+        + (f" (as {lengths:.0f} runs of {b.steps:,} steps)" if round(lengths) != n else "")
+        + f" = {lengths * per_run / 3600:.1f} CPU hours "
         "(one core; two processes use both cores of the 2-core machine)."
     )
     return "\n".join(lines)

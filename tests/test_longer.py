@@ -1,0 +1,50 @@
+"""LoRA r = 8 trained for longer (minilora.paper.longer): only the number of steps differs."""
+
+from __future__ import annotations
+
+import json
+
+from minilora.paper import experiments, longer, protocol, tables
+from minilora.paper.report import mean_sd
+
+
+def test_the_longer_runs_differ_from_table4s_lora_cell_in_their_steps_only():
+    b = tables.get_budget("full")
+    records = protocol.Records()
+    runs, waiting = longer.longer_runs(b, records)
+    assert not waiting and len(runs) == len(longer.STEPS) * len(b.seeds)
+    table4, _ = tables.table4_runs(b, records)
+    lora = {r.seed: r for r in table4 if r.method == "lora" and r.task == longer.TASK
+            and dict(r.settings)["r"] == 8}  # fmt: skip
+    for run in runs:
+        assert run.steps in longer.STEPS and run.steps > b.steps
+        assert {**run.to_dict(), "steps": 0} == {**lora[run.seed].to_dict(), "steps": 0}
+        assert run.key() != lora[run.seed].key()
+
+
+def test_the_table_sets_the_longer_runs_beside_table4s(tmp_path, monkeypatch):
+    monkeypatch.setattr(experiments, "execute", None)  # full-recorded trains nothing
+    kept = tmp_path / "records"  # the committed records without any longer run
+    kept.mkdir()
+    for path in experiments.RECORDS.glob("*.json"):
+        if json.loads(path.read_text())["run"]["steps"] <= tables.get_budget("full").steps:
+            (kept / path.name).symlink_to(path)
+    monkeypatch.setattr(experiments, "RECORDS", kept)
+    b = tables.get_budget("full")
+    records = protocol.Records()
+    table4, _ = tables.table4_runs(b, records)
+    lora = [records.get(r)["score"] for r in table4 if r.method == "lora" and r.task == "sql"
+            and dict(r.settings)["r"] == 8 and records.get(r) is not None]  # fmt: skip
+    assert len(lora) == len(b.main_seeds)
+    text = longer.longer("full-recorded", tmp_path, progress=False).read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| LoRA r = 8, 1,200"))
+    assert row.startswith(f"| LoRA r = 8, 1,200 steps (Table 4) | {mean_sd(lora)} | ")
+    assert " of 1,200 | " in row
+    assert "| FT, 1,200 steps (Table 4) | " in text
+    assert "| LoRA r = 8, 2,400 steps | not yet run |" in text
+
+
+def test_the_quick_budget_trains_lora_for_twice_its_steps():
+    b = tables.get_budget("quick")
+    runs, waiting = longer.longer_runs(b, protocol.Records())
+    assert {r.steps for r in runs + waiting} == {2 * b.steps}
