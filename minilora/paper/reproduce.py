@@ -12,7 +12,7 @@ Names (Hu et al. 2021, arXiv 2106.09685):
     converged  section 7 on the protocol's kept adapters              minilora.paper.converged
     figure2, table16  each method at several sizes; little data (F.2, F.3)  minilora.paper.sizes
     appendix_e  LoRA combined with PreEmbed and with PreLayer          minilora.paper.appendix_e
-    longer   LoRA r = 8 trained for twice the steps (the gap's budget)   minilora.paper.longer
+    longer   LoRA r = 8 trained for 2x and 4x the steps (the budget)    minilora.paper.longer
     figure3, figure4, table7   section 7's analyses                   minilora.paper.section7
     all      every one of them
 
