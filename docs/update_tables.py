@@ -56,12 +56,12 @@ def main() -> int:
         paths = reproduce(list(BLOCKS), "full-recorded", out, progress=False)
         for name in BLOCKS:
             pattern = re.compile(
-                rf"(<!-- generated: {name} -->\n).*?(\n<!-- end generated: {name} -->)", re.S
+                rf"(<!-- generated: {name} -->\n).*?(<!-- end generated: {name} -->)", re.S
             )
             if not pattern.search(doc):
                 raise SystemExit(f"REPRODUCTION.md has no block '{name}' (its markers are missing)")
             body = block(paths[name].read_text())
-            doc = pattern.sub(lambda m, body=body: m.group(1) + body + m.group(2), doc)
+            doc = pattern.sub(lambda m, body=body: m.group(1) + body + "\n" + m.group(2), doc)
         for old, new in FIGURES.items():
             if (Path(out) / old).is_file():
                 shutil.copyfile(Path(out) / old, DOCS / "figures" / new)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from minilora.paper import experiments, longer, protocol, tables
+from minilora.paper.bases import lead
 from minilora.paper.report import mean_sd
 
 
@@ -40,6 +41,9 @@ def test_the_table_sets_the_longer_runs_beside_table4s(tmp_path, monkeypatch):
     row = next(line for line in text.splitlines() if line.startswith("| LoRA r = 8, 1,200"))
     assert row.startswith(f"| LoRA r = 8, 1,200 steps (Table 4) | {mean_sd(lora)} | ")
     assert " of 1,200 | " in row
+    ft = [records.get(r)["score"] for r in table4 if r.method == "ft" and r.task == "sql"
+          and records.get(r) is not None]  # fmt: skip
+    assert f"| {mean_sd(lora)} | {lead(ft, lora)} | " in row  # FT's lead at 1,200 steps
     assert "| FT, 1,200 steps (Table 4) | " in text
     assert "| LoRA r = 8, 2,400 steps | not yet run |" in text
 

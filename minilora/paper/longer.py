@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from minilora.paper import protocol as P
+from minilora.paper.bases import lead
 from minilora.paper.experiments import Run
 from minilora.paper.report import header, mean_sd, write
 from minilora.paper.tables import get_budget, records_of, table4_runs
@@ -72,18 +73,22 @@ def longer(budget, out_dir: Path, progress: bool = True) -> Path:
         "Mean ± standard deviation over seeds; the best checkpoint's step (mean over seeds) "
         "near the last step means the run was still improving when it stopped.",
         "",
-        f"| run | {TASK.upper()} | best checkpoint at step | validation loss there | lr |",
-        "|---|---:|---:|---:|---:|",
+        f"| run | {TASK.upper()} | FT's lead (points ± se) | best checkpoint at step | "
+        "validation loss there | lr |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
+    ft = [rec["score"] for rec in rows[0][1] if rec.get("score") is not None]
     for name, found in rows:
         found = [rec for rec in found if rec.get("score") is not None]
         if not found:
-            lines.append(f"| {name} | not yet run | — | — | — |")
+            lines.append(f"| {name} | not yet run | — | — | — | — |")
             continue
+        scores = [rec["score"] for rec in found]
+        ahead = "—" if name == rows[0][0] else lead(ft, scores)  # (FT against itself: none)
         best = np.mean([rec["best_step"] for rec in found])
         loss = np.mean([rec["val_loss"] for rec in found])
         lines.append(
-            f"| {name} | {mean_sd([rec['score'] for rec in found])} | {best:,.0f} of "
+            f"| {name} | {mean_sd(scores)} | {ahead} | {best:,.0f} of "
             f"{found[0]['run']['steps']:,} | {loss:.3f} | {found[0]['run']['lr']:g} |"
         )
     return write(out_dir / "longer.md", lines)
