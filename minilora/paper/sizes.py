@@ -11,7 +11,8 @@
 Every run follows the protocol (``minilora.paper.protocol``) at the rate the method's sweep
 chose at its default size with all the data: the paper tuned each cell, we do not, to keep the
 compute in reach, and say so. 2 seeds per cell (issue 17's first cut), both tasks, base
-``char-small``; the default-size, all-data cells are Table 4's own runs (the same records).
+``char-small``; the default-size, all-data cells are Table 4's own runs (the same records, and
+Table 4's seeds: ``cell_seeds``).
 Figure 2 also reads runs recorded for other tables, without a run of its own: LoRA on Wq alone
 and on all four matrices (Table 6's, sql), and the second base ``char-small-mixed`` (FT, and
 LoRA on Wq, Wv over Table 6's ranks: the bases comparison's), 3 seeds each.
@@ -227,7 +228,7 @@ def figure2(budget, out_dir: Path, progress: bool = True) -> Path:
         "|---|---|---:|" + "---:|" * len(tasks),
     ]
     series: dict = {}
-    curves: dict = {}  # (curve, task) -> [(trainable, scores)], for past_best
+    curves: dict = {}  # "task: curve" -> [(trainable, scores)], for past_best
     records = P.Records(out_dir / "cache")
     for method, sizes in SIZES.items():
         for settings in sizes:
