@@ -30,7 +30,7 @@ import numpy as np
 
 from minilora.paper import protocol as P
 from minilora.paper.experiments import Run
-from minilora.paper.report import header, mean_sd, plot, write
+from minilora.paper.report import header, mean_sd, plot, se_of_difference, write
 from minilora.paper.tables import TASKS, get_budget, records_of
 
 BASES = ("char-small", "char-small-mixed")
@@ -80,8 +80,7 @@ def lead(ft: list, lora: list) -> str:
     if len(ft) < 2 or len(lora) < 2:
         return "—"
     diff = np.mean(ft) - np.mean(lora)
-    se = np.sqrt(np.var(ft, ddof=1) / len(ft) + np.var(lora, ddof=1) / len(lora))
-    return f"{100 * diff:+.1f} ± {100 * se:.1f}"
+    return f"{100 * diff:+.1f} ± {100 * se_of_difference(ft, lora):.1f}"
 
 
 def bases(budget, out_dir: Path, progress: bool = True) -> Path:

@@ -24,6 +24,11 @@ def mean_sd(scores) -> str:
     return f"{100 * np.mean(scores):.1f} ± {100 * np.std(scores, ddof=1):.1f} (n={len(scores)})"
 
 
+def se_of_difference(a, b) -> float:
+    """The standard error of mean(a) - mean(b) for independent seeds (a single seed adds 0)."""
+    return float(np.sqrt(sum(np.var(x, ddof=1) / len(x) for x in (a, b) if len(x) > 1)))
+
+
 def header(title: str, b, records: list, what: str, base: str | None = None) -> list[str]:
     """The table's title, the budget and the settings it ran with, and where it ran."""
     from minilora.paper.experiments import BASE

@@ -28,7 +28,7 @@ from minilora.paper import protocol as P
 from minilora.paper.baselines import DEFAULTS
 from minilora.paper.bases import lead
 from minilora.paper.experiments import Run
-from minilora.paper.report import header, mean_sd, write
+from minilora.paper.report import header, mean_sd, se_of_difference, write
 from minilora.paper.tables import MAIN_METHODS, TABLE4_ROWS, TASKS, get_budget, records_of
 
 SEEDS = (0, 1)
@@ -167,9 +167,7 @@ def past_best(curve: list) -> str:
     best = int(np.argmax(means))
     if best == len(curve) - 1:
         return "rises to its largest size"
-    (_, at_best), (_, at_last) = curve[best], curve[-1]
-    se = float(np.sqrt(sum(np.var(s, ddof=1) / len(s) if len(s) > 1 else 0.0
-                           for s in (at_best, at_last))))  # fmt: skip
+    se = se_of_difference(curve[best][1], curve[-1][1])
     drop = means[best] - means[-1]
     where = f"from {100 * means[best]:.1f}% at {curve[best][0]:,} to {100 * means[-1]:.1f}%"
     if drop > max(2 * se, 0.01):
