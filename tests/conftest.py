@@ -91,3 +91,22 @@ def device(request) -> str:
         if missing is not None:
             pytest.skip(f"--device cuda: {missing}")
     return name
+
+
+@pytest.fixture
+def records_without(tmp_path, monkeypatch):
+    """``records_without(drop)``: the committed run records as a folder of links, without those
+    whose run (a dict) ``drop`` names, so that a table can be read as if they were missing."""
+    import json
+
+    from minilora.paper import experiments
+
+    def keep_all_but(drop) -> None:
+        kept = tmp_path / "records"
+        kept.mkdir()
+        for path in experiments.RECORDS.glob("*.json"):
+            if not drop(json.loads(path.read_text())["run"]):
+                (kept / path.name).symlink_to(path)
+        monkeypatch.setattr(experiments, "RECORDS", kept)
+
+    return keep_all_but

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 from minilora.paper import experiments, longer, protocol, tables
 from minilora.paper.bases import lead
 from minilora.paper.report import mean_sd
@@ -23,15 +21,10 @@ def test_the_longer_runs_differ_from_table4s_lora_cell_in_their_steps_only():
         assert run.key() != lora[run.seed].key()
 
 
-def test_the_table_sets_the_longer_runs_beside_table4s(tmp_path, monkeypatch):
+def test_the_table_sets_the_longer_runs_beside_table4s(tmp_path, monkeypatch, records_without):
     monkeypatch.setattr(experiments, "execute", None)  # full-recorded trains nothing
-    kept = tmp_path / "records"  # the committed records without any longer run
-    kept.mkdir()
-    for path in experiments.RECORDS.glob("*.json"):
-        if json.loads(path.read_text())["run"]["steps"] <= tables.get_budget("full").steps:
-            (kept / path.name).symlink_to(path)
-    monkeypatch.setattr(experiments, "RECORDS", kept)
     b = tables.get_budget("full")
+    records_without(lambda run: run["steps"] > b.steps)  # every longer run
     records = protocol.Records()
     table4, _ = tables.table4_runs(b, records)
     lora = [records.get(r)["score"] for r in table4 if r.method == "lora" and r.task == "sql"

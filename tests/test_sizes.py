@@ -36,26 +36,14 @@ def test_every_size_and_data_size_is_planned_and_all_data_cells_are_table4s():
             assert {**r.to_dict(), "n_train": 0} == {**twin.to_dict(), "n_train": 0}
 
 
-def _records_without(tmp_path, monkeypatch, drop) -> None:
-    """Point the committed records at a copy (links) without the records that ``drop`` names."""
-    import json
-
-    kept = tmp_path / "records"
-    kept.mkdir()
-    for path in experiments.RECORDS.glob("*.json"):
-        if not drop(json.loads(path.read_text())["run"]):
-            (kept / path.name).symlink_to(path)
-    monkeypatch.setattr(experiments, "RECORDS", kept)
-
-
-def test_the_tables_say_what_is_not_yet_run(tmp_path, monkeypatch):
+def test_the_tables_say_what_is_not_yet_run(tmp_path, monkeypatch, records_without):
     monkeypatch.setattr(experiments, "execute", None)  # full-recorded trains nothing
 
     def drop(run):  # FT's low-data runs and AdapterH's r = 16 cell
         low_data_ft = run["method"] == "ft" and run["n_train"] < 4000
         return low_data_ft or (run["method"] == "adapterh" and run["settings"] == {"r": 16})
 
-    _records_without(tmp_path, monkeypatch, drop)
+    records_without(drop)
     fig = sizes.figure2("full-recorded", tmp_path, progress=False).read_text()
     t16 = sizes.table16("full-recorded", tmp_path, progress=False).read_text()
     assert "| FT | — | 823,168 |" in fig
