@@ -2,6 +2,13 @@
 
     python benchmarks/ab_versions.py --before HEAD~1                # the working tree vs HEAD~1
     python benchmarks/ab_versions.py --before 44b2b7c --config medium --mode lora --steps 10
+    python benchmarks/ab_versions.py --without functional.gelu      # a fast twin vs its formula
+    python benchmarks/ab_versions.py --without all --config medium  # every twin vs none
+
+``--without NAME`` compares the working tree with itself: the same model stepped with every
+fast twin installed, and with twin NAME (``all``: every twin) removed for its steps, so each
+twin's gain is measured version against version in one process (minilora/fast/, "kept only
+while it pays"). ``--memory`` also reports each version's peak traced memory of a step.
 
 On a shared machine the speed drifts by 10-20% within minutes, more than most changes
 gain, and ratios against PyTorch (bench.py) move with PyTorch's own times. This script
@@ -57,7 +64,10 @@ def training_step(package: str, spec: dict, mode: str):
     gpt = importlib.import_module(f"{package}.transformer")
     lora = importlib.import_module(f"{package}.lora")
     optim = importlib.import_module(f"{package}.optim")
-    importlib.import_module(f"{package}.backend").tune_malloc()
+    try:  # where tune_malloc lives now, or (older versions) in backend
+        importlib.import_module(f"{package}.work.memory").tune_malloc()
+    except ModuleNotFoundError:
+        importlib.import_module(f"{package}.backend").tune_malloc()
     ml.manual_seed(0)
     fields = ("vocab_size", "block_size", "n_layer", "n_head", "d_model")
     config = gpt.GPTConfig(**{k: spec[k] for k in fields}, dropout=0.0)
@@ -82,33 +92,84 @@ def training_step(package: str, spec: dict, mode: str):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--before", required=True, help="a commit, tag or branch of this repo")
+    parser.add_argument("--before", help="a commit, tag or branch of this repo")
+    parser.add_argument("--without", help="a fast twin's name (minilora.fast.TWINS) or 'all'")
     parser.add_argument("--config", choices=("small", "medium"), default="small")
     parser.add_argument("--mode", choices=("full", "lora"), default="full")
     parser.add_argument("--steps", type=int, default=30, help="timed steps of each (default 30)")
+    parser.add_argument("--memory", action="store_true", help="also each version's peak memory")
     args = parser.parse_args(argv)
+    if (args.before is None) == (args.without is None):
+        parser.error("give one of --before COMMIT or --without TWIN")
     spec = CONFIGS[args.config]
     with tempfile.TemporaryDirectory() as tmp:
-        sys.path.insert(0, tmp)
-        before = export_before(args.before, Path(tmp))
-        steps = {f"before ({args.before})": training_step(before, spec, args.mode)}
-        steps["after (working tree)"] = training_step("minilora", spec, args.mode)
-        for step in steps.values():  # warm-up: first-touch allocations, BLAS threads
-            for _ in range(3):
-                step()
-        times = {name: [] for name in steps}
-        for _ in range(args.steps):
-            for name, step in steps.items():
-                start = time.perf_counter()
-                step()
-                times[name].append(time.perf_counter() - start)
+        if args.before is not None:
+            sys.path.insert(0, tmp)
+            before = export_before(args.before, Path(tmp))
+            steps = {f"before ({args.before})": training_step(before, spec, args.mode)}
+            steps["after (working tree)"] = training_step("minilora", spec, args.mode)
+        else:
+            steps = twin_against_formula(args.without, spec, args.mode)
+        times = interleave(steps, args.steps)
+        peaks = {name: peak_memory(step) for name, step in steps.items()} if args.memory else {}
     (b_name, b), (a_name, a) = ((k, 1000 * statistics.median(v)) for k, v in times.items())
     print(
         f"# {args.config} / {args.mode}: median of {args.steps} steps, interleaved step by step\n"
     )
-    print(f"| version | ms per step |\n|---|---|\n| {b_name} | {b:.1f} |\n| {a_name} | {a:.1f} |")
+    mem = " | peak MB" if peaks else ""
+    print(f"| version | ms per step{mem} |\n|---|---|{'---|' if peaks else ''}")
+    for name, ms in ((b_name, b), (a_name, a)):
+        print(f"| {name} | {ms:.1f}" + (f" | {peaks[name] / 2**20:.1f}" if peaks else "") + " |")
     print(f"\nafter / before: {a / b:.3f}")
+    if peaks:
+        print(f"peak memory after / before: {peaks[a_name] / peaks[b_name]:.3f}")
     return 0
+
+
+def twin_against_formula(name: str, spec: dict, mode: str) -> dict:
+    """One model, stepped with twin ``name`` (or ``all``) removed, then with every twin."""
+    from minilora import fast
+
+    names = list(fast.TWINS) if name == "all" else [name]
+    unknown = set(names) - set(fast.TWINS)
+    if unknown:
+        raise SystemExit(f"--without {name}: no such twin; the twins are {list(fast.TWINS)}")
+    step = training_step("minilora", spec, mode)
+
+    def without():
+        fast.uninstall(names)
+        try:
+            step()
+        finally:
+            fast.install(names)
+
+    return {f"before (without {name})": without, "after (every twin)": step}
+
+
+def interleave(steps: dict, n: int) -> dict:
+    """Median-ready step times of each version, stepped in turn so that drift hits both."""
+    for step in steps.values():  # warm-up: first-touch allocations, BLAS threads
+        for _ in range(3):
+            step()
+    times = {name: [] for name in steps}
+    for _ in range(n):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def peak_memory(step) -> int:
+    """The peak of traced allocations during one step (NumPy reports its arrays to tracemalloc)."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        step()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ the next step (shared/PERFORMANCE.md). With ``--malloc-tuned`` the script runs
 with ``MALLOC_MMAP_THRESHOLD_`` and ``MALLOC_TRIM_THRESHOLD_`` raised
 (``MALLOC_ENV``); with ``--no-malloc-tuned`` without either, and with
 minilora's own ``mallopt`` call switched off (``MINILORA_MALLOC_TUNING=0``, see
-``minilora.backend.tune_malloc``), so glibc's defaults apply. The BLAS thread
+``minilora.work.memory.tune_malloc``), so glibc's defaults apply. The BLAS thread
 counts (``THREAD_VARS``) are pinned to ``--threads``. Both are read when the
 process or the library starts, so ``prepare_environment`` re-executes the
 script once with them set, before NumPy or PyTorch load. Imports nothing but

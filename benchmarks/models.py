@@ -18,8 +18,9 @@ from minilora.lora import merge as minilora_merge
 from minilora.optim import AdamW
 from minilora.tensor import no_grad
 from minilora.transformer import GPT, GPTConfig
+from minilora.work.memory import tune_malloc
 
-backend.tune_malloc()  # as a training run does (MINILORA_MALLOC_TUNING=0 turns it off)
+tune_malloc()  # as a training run does (MINILORA_MALLOC_TUNING=0 turns it off)
 
 torch = None  # imported by load_torch() when wanted
 

@@ -2,13 +2,15 @@
 
 ``import minilora`` loads the subject only: the engine (backend, tensor, ops,
 functional, creation, gradcheck), the model (nn, transformer, optim) and the
-method (lora). What stands on it loads when first used: ``minilora.work``
-(data, tasks, training, the shipped base models), ``minilora.paper`` (the
-paper's tables and section 7), ``minilora.interop`` (PEFT and GPT-2 files) and
-``minilora.teach`` (exercises, golden vectors, the course kit).
+method (lora), and installs the faster twins of a few ops (``minilora.fast``).
+What stands on it loads when first used: ``minilora.work`` (data, tasks,
+training, the shipped base models), ``minilora.paper`` (the paper's tables and
+section 7), ``minilora.interop`` (PEFT and GPT-2 files) and ``minilora.teach``
+(exercises, golden vectors, the course kit).
 """
 
 import importlib
+import importlib.util
 
 from minilora import functional, lora, nn, ops, optim, transformer
 from minilora._version import __version__
@@ -16,6 +18,10 @@ from minilora.backend import cuda_available, fast_paths
 from minilora.creation import arange, manual_seed, ones, rand, randn, tensor, zeros
 from minilora.gradcheck import gradcheck
 from minilora.tensor import Tensor, is_grad_enabled, no_grad
+
+# The faster twins of a few ops (minilora/fast/), which the student package leaves out.
+if importlib.util.find_spec("minilora.fast") is not None:
+    importlib.import_module("minilora.fast").install()
 
 # Loaded on first use (PEP 562), so that importing the engine stays light.
 _LAZY = {"load_pretrained": "minilora.work.pretrained"}

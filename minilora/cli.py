@@ -17,9 +17,9 @@ import shlex
 import sys
 from pathlib import Path
 
-from minilora import backend
 from minilora.work import command as cmd
 from minilora.work.command import USAGE, CommandError, about
+from minilora.work.memory import tune_malloc
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -199,7 +199,7 @@ def main(argv=None) -> int:
     def work():
         cmd.check_device(args)
         cmd.check_outputs(args)
-        backend.tune_malloc()  # long work starts here (see backend.tune_malloc)
+        tune_malloc()  # long work starts here (see minilora.work.memory)
         return COMMANDS[args.command](args, command) or 0
 
     return cmd.run(prog, work, debug)

@@ -1,25 +1,24 @@
-"""Fused neural-network ops: linear, softmax, cross-entropy, layer norm, GELU, dropout, embedding.
+"""Fused neural-network ops: linear, softmax, cross-entropy, layer norm, GELU, attention, ...
 
 Each could be composed from the primitives in ``ops.py``; written as one op,
 its backward is a short closed-form expression a learner can derive on paper,
 and it allocates a few arrays instead of a dozen. Each is gradchecked in the
 tests like any primitive.
 
-Layer norm and GELU are written twice (README, "Plain math first, fast path
-beside it"): ``layer_norm_plain`` and ``gelu_plain`` as the formulas read, then
-``layer_norm_fast`` and ``gelu_fast``, which build their results in place. The
-public ``layer_norm`` and ``gelu`` run the fast one, or the plain one under
-``minilora.fast_paths(False)``. Attention and the causal mask (written the same
-way) live in ``attention.py``; the dropout mask in ``creation.py``; this module
-offers them too, as ``attention``, ``causal_mask`` and ``dropout_mask``.
+Three of them carry ``@fast_twin``: ``layer_norm``, ``gelu`` and ``attention``
+have faster twins in minilora/fast/ (in-place buffers, fewer passes), which run
+unless ``minilora.fast_paths(False)``. What you read here is the formula; the
+tests hold each twin equal to it.
 """
 
 from __future__ import annotations
 
 import math
 
-from minilora import backend
-from minilora.attention import attention, causal_mask  # noqa: F401  (F.attention, F.causal_mask)
+import numpy as np
+
+from minilora import backend, ops
+from minilora.backend import fast_twin
 from minilora.broadcasting import operands
 from minilora.creation import dropout_mask
 from minilora.ops import mm
@@ -33,17 +32,8 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     dL/db = sum of G's rows. A frozen W (requires_grad False) skips the
     G^T x product entirely: this is where adapter training saves its time.
     """
-    x, weight = operands(x, weight, "linear")
-    if bias is not None:
-        operands(x, bias, "linear")  # one device, one float dtype
-    if x.shape[-1] != weight.shape[-1]:
-        raise ValueError(
-            f"linear: input's last dim is {x.shape[-1]} but weight {weight.shape} "
-            f"expects in_features={weight.shape[-1]}"
-        )
-    # All leading dims folded into rows: one large matrix product, not a batch of
-    # small ones (2-3x faster for (B, T, C) inputs with NumPy's BLAS).
-    x_rows = x.data.reshape(-1, x.shape[-1])  # (N, in)
+    x, weight = check_linear(x, weight, bias)
+    x_rows = x.data.reshape(-1, x.shape[-1])  # (N, in): every leading dim is a row
     out = mm(x_rows, weight.data.T)  # (N, out)
     if bias is not None:
         out += bias.data
@@ -51,7 +41,7 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     parents = (x, weight) if bias is None else (x, weight, bias)
 
     def backward(g):
-        rows = g.reshape(-1, g.shape[-1])  # (N, out)
+        rows = g.reshape(-1, g.shape[-1])  # G, (N, out)
         gx = mm(rows, weight.data).reshape(x.shape) if x.requires_grad else None
         gw = mm(rows.T, x_rows) if weight.requires_grad else None
         if bias is None:
@@ -94,26 +84,10 @@ def cross_entropy(logits: Tensor, targets, ignore_index: int = -100) -> Tensor:
     log-softmax, the gradient is (softmax(logits) - onehot(target)) / count.
     When every target is ignored the loss is 0 and so is the gradient.
     """
-    t = targets.data if isinstance(targets, Tensor) else targets
     xp = backend.get_array_module(logits.data)
-    t = xp.asarray(t)
-    if t.dtype.kind not in "iu":
-        raise TypeError(f"cross_entropy: targets must be integer class indices, got {t.dtype}")
-    if t.shape != logits.shape[:-1]:
-        raise ValueError(
-            f"cross_entropy: targets of shape {t.shape} do not match logits {logits.shape} "
-            "(expected the logits' shape without its last, class, dimension)"
-        )
-    classes = logits.shape[-1]
-    z = logits.data.reshape(-1, classes)
-    t = t.reshape(-1)
+    t = check_targets(logits, targets, ignore_index).reshape(-1)
+    z = logits.data.reshape(-1, logits.shape[-1])  # (N, C)
     valid = t != ignore_index
-    bad = valid & ((t < 0) | (t >= classes))
-    if bool(bad.any()):
-        raise IndexError(
-            f"cross_entropy: target {int(t[bad][0])} is outside [0, {classes}) "
-            f"(and is not ignore_index={ignore_index})"
-        )
     safe_t = xp.where(valid, t, 0)
     shifted = z - z.max(axis=1, keepdims=True)
     log_norm = xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
@@ -130,19 +104,8 @@ def cross_entropy(logits: Tensor, targets, ignore_index: int = -100) -> Tensor:
     return make_result(out, (logits,), backward, "cross_entropy")
 
 
+@fast_twin
 def layer_norm(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float = 1e-5) -> Tensor:
-    """Normalise the last axis to zero mean, unit variance, then scale by ``weight``, add ``bias``.
-
-    ``layer_norm_fast``, or ``layer_norm_plain`` with the fast paths off.
-    """
-    if backend.fast_paths_enabled():
-        return layer_norm_fast(x, weight, bias, eps)
-    return layer_norm_plain(x, weight, bias, eps)
-
-
-def layer_norm_plain(
-    x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float = 1e-5
-) -> Tensor:
     """mu = mean(x), var = mean((x - mu)^2), xhat = (x - mu) / sqrt(var + eps), out = xhat w + b.
 
     Means over the last axis; w = 1 without a weight, b = 0 without a bias. With
@@ -151,9 +114,7 @@ def layer_norm_plain(
         dL/dx = (G - mean(G) - xhat mean(G xhat)) / sqrt(var + eps)
         dL/dw = sum of g xhat,   dL/db = sum of g       (sums over every axis but the last)
     """
-    for param in (weight, bias):
-        if param is not None:
-            operands(x, param, "layer_norm")  # one device, one float dtype
+    check_params(x, (weight, bias), "layer_norm")
     # BEGIN STUDENT: layer_norm
     xp = backend.get_array_module(x.data)
     mu = x.data.mean(axis=-1, keepdims=True)
@@ -180,96 +141,12 @@ def layer_norm_plain(
     # END STUDENT: layer_norm
 
 
-def layer_norm_fast(
-    x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float = 1e-5
-) -> Tensor:
-    """``layer_norm_plain`` in blocks of rows on every core, times rstd = 1/sigma.
-
-    The same formulas (dL/dx = rstd (G - mean(G) - xhat mean(G xhat))), rounded in
-    another order: equal to the plain version to a few ulps. Its means and sums are
-    products with a vector of ones (``backend.sum_last``, ``backend.sum_rows``), about 5x
-    faster than NumPy's own on rows this short. It keeps each row's mean and
-    rstd for the backward, which rebuilds xhat from them (the same bits), instead of a
-    buffer the size of x. The blocks run on ``backend.cpu_threads()`` threads
-    (``backend.for_row_blocks``). A stub in the student package (it would give
-    ``layer_norm`` away), where the fast paths are off.
-    """
-    for param in (weight, bias):
-        if param is not None:
-            operands(x, param, "layer_norm")  # one device, one float dtype
-    if x.data.size == 0:
-        return layer_norm_plain(x, weight, bias, eps)
-    # BEGIN ANSWER: layer_norm
-    xp = backend.get_array_module(x.data)
-    xs = _rows(x.data)
-    rows, n = xs.shape
-    out = xp.empty_like(xs)
-    mean = xp.empty((rows, 1), dtype=xs.dtype)
-    rstd = xp.empty((rows, 1), dtype=xs.dtype)
-
-    def normalised(i, j):  # xhat of rows i..j: the same bits in the forward and the backward
-        xhat = xs[i:j] - mean[i:j]
-        xhat *= rstd[i:j]
-        return xhat
-
-    def normalise_rows(i, j):
-        mean[i:j] = backend.sum_last(xs[i:j], 1.0 / n)
-        xhat = xs[i:j] - mean[i:j]  # centred
-        rstd[i:j] = 1.0 / xp.sqrt(backend.sum_last(xhat * xhat, 1.0 / n) + eps)
-        xhat *= rstd[i:j]  # the same operations as normalised(i, j)
-        if weight is not None:
-            xp.multiply(xhat, weight.data, out=out[i:j])
-        else:
-            out[i:j] = xhat
-        if bias is not None:
-            out[i:j] += bias.data
-
-    backend.for_row_blocks(normalise_rows, rows, n, xp)
-    parents = tuple(t for t in (x, weight, bias) if t is not None)
-
-    def backward(g):
-        g = _rows(g)
-        gx = xp.empty_like(xs) if x.requires_grad else None
-        want_w = weight is not None and weight.requires_grad
-        partial_w = {}  # {first row of a block: its sum of g * xhat}, added up in order
-
-        def gradient_rows(i, j):
-            xhat = normalised(i, j)
-            g_xhat = g[i:j] * xhat
-            if want_w:
-                partial_w[i] = backend.sum_rows(g_xhat)
-            if gx is None:
-                return
-            w = None if weight is None else weight.data
-            gxhat = g[i:j] if w is None else g[i:j] * w  # G = dL/dxhat = g w
-            block = gx[i:j]  # mean(G xhat) = mean(g xhat w), a product with w:
-            xp.multiply(xhat, backend.sum_last(g_xhat, 1.0 / n, w), out=block)
-            xp.subtract(gxhat, block, out=block)  # G - xhat mean(G xhat)
-            block -= backend.sum_last(g[i:j], 1.0 / n, w)  # mean(G)
-            block *= rstd[i:j]
-
-        backend.for_row_blocks(gradient_rows, rows, n, xp)
-        grads = [gx.reshape(x.shape) if gx is not None else None]
-        if weight is not None:
-            grads.append(sum(partial_w[i] for i in sorted(partial_w)) if want_w else None)
-        if bias is not None:
-            grads.append(backend.sum_rows(g) if bias.requires_grad else None)
-        return tuple(grads)
-
-    return make_result(out.reshape(x.shape), parents, backward, "layer_norm")
-    # END ANSWER: layer_norm
+GELU_C = math.sqrt(2.0 / math.pi)
 
 
-_GELU_C = math.sqrt(2.0 / math.pi)
-
-
+@fast_twin
 def gelu(x: Tensor) -> Tensor:
-    """GELU in GPT-2's tanh form: ``gelu_fast``, or ``gelu_plain`` with the fast paths off."""
-    return gelu_fast(x) if backend.fast_paths_enabled() else gelu_plain(x)
-
-
-def gelu_plain(x: Tensor) -> Tensor:
-    """out = 0.5 x (1 + t), t = tanh(c (x + 0.044715 x^3)), c = sqrt(2/pi).
+    """GELU, GPT-2's tanh form: out = 0.5 x (1 + t), t = tanh(c (x + 0.044715 x^3)), c = sqrt(2/pi).
 
     By the product and chain rules, with dt/dx = (1 - t^2) c (1 + 3 * 0.044715 x^2):
 
@@ -277,79 +154,60 @@ def gelu_plain(x: Tensor) -> Tensor:
     """
     xp = backend.get_array_module(x.data)
     a = x.data
-    t = xp.tanh(_GELU_C * (a + 0.044715 * a**3))
+    t = xp.tanh(GELU_C * (a + 0.044715 * a**3))
     out = 0.5 * a * (1.0 + t)
 
     def backward(g):
-        dt_dx = (1.0 - t**2) * _GELU_C * (1.0 + 3 * 0.044715 * a**2)
+        dt_dx = (1.0 - t**2) * GELU_C * (1.0 + 3 * 0.044715 * a**2)
         return (g * (0.5 * (1.0 + t) + 0.5 * a * dt_dx),)
 
     return make_result(out, (x,), backward, "gelu")
 
 
-def _rows(a):
-    """``a`` as a 2-D array of rows (its last axis), a view when it can be."""
-    return a.reshape(-1, a.shape[-1]) if a.ndim else a.reshape(1, 1)
+@fast_twin
+def attention(
+    q: Tensor, k: Tensor, v: Tensor, hidden, dropout_p: float = 0.0, training: bool = False
+) -> Tensor:
+    """Scaled dot-product attention: softmax(Q K^T / sqrt(D), hidden keys excluded) V.
 
+    q: (..., T, D); k, v: (..., S, D); ``hidden``: a bool array broadcastable to
+    (..., T, S), True where query t must not see key s (the causal mask, padding).
+    With dropout (``training`` and p > 0), P V becomes (P M) V for a dropout mask M.
+    Composed from the engine's ops, so its backward is theirs, chained by
+    ``Tensor.backward``. With G = dL/dout the chain gives
 
-def _gelu_tanh(xp, u):
-    """t = tanh(c (u + 0.044715 u^3)), grouped as tanh(c u (1 + 0.044715 u^2)), in one buffer."""
-    t = xp.multiply(u, u)
-    t *= 0.044715
-    t += 1.0
-    t *= u
-    t *= _GELU_C
-    return xp.tanh(t, out=t)
+        dV = (P M)^T G,   dP = (G V^T) M,   dS = softmax's backward of dP,
+        dQ = dS K / sqrt(D),   dK = dS^T Q / sqrt(D)
 
-
-def gelu_fast(x: Tensor) -> Tensor:
-    """``gelu_plain`` in blocks of rows on every core, keeping nothing for backward but x.
-
-    The same formulas, grouped differently (c (a (1 + 0.044715 a^2)) for the tanh's
-    argument): equal to the plain version to a few ulps. Each block's temporaries stay
-    in the cache, and the blocks run on ``backend.cpu_threads()`` threads
-    (``backend.for_row_blocks``). The backward computes t again from the input instead
-    of keeping it from the forward (one tanh more; one buffer the size of the MLP's
-    hidden layer less per block, as PyTorch's GELU, which keeps its input only).
+    (a hidden score is a constant, so dS = 0 there). Its fast twin
+    (minilora/fast/attention.py) is one op with these products written out.
     """
-    xp = backend.get_array_module(x.data)
-    if x.data.size == 0:
-        return gelu_plain(x)
-    a = _rows(x.data)
-    out = xp.empty_like(a)
+    check_params(q, (k, v), "attention")
+    scores = ops.matmul(q, ops.transpose(k)) * (1.0 / math.sqrt(q.shape[-1]))  # (..., T, S)
+    # a large finite negative, not -inf: a fully hidden row (padding) stays finite
+    scores = ops.where(hidden, np.finfo(scores.dtype).min, scores)
+    probs = softmax(scores)  # P, (..., T, S)
+    if training and dropout_p > 0.0:
+        probs = probs * dropout_mask(probs.shape, dropout_p, probs.dtype, q.device)  # P M
+    return ops.matmul(probs, v)  # (..., T, D)
 
-    def forward_rows(i, j):
-        t = _gelu_tanh(xp, a[i:j])
-        t += 1.0
-        xp.multiply(t, a[i:j], out=out[i:j])
-        out[i:j] *= 0.5
 
-    backend.for_row_blocks(forward_rows, a.shape[0], a.shape[1], xp)
+_causal_masks: dict = {}
 
-    def backward(g):
-        g = _rows(g)
-        slope = xp.empty_like(a)
 
-        def backward_rows(i, j):
-            # d/da = 0.5 (1 + t) + 0.5 a (1 - t^2) c (1 + 3 * 0.044715 a^2), built in place
-            u, s = a[i:j], slope[i:j]
-            t = _gelu_tanh(xp, u)
-            xp.multiply(u, u, out=s)
-            s *= 3 * 0.044715 * 0.5 * _GELU_C
-            s += 0.5 * _GELU_C
-            s *= u
-            one_minus_t2 = t * t
-            xp.subtract(1.0, one_minus_t2, out=one_minus_t2)
-            s *= one_minus_t2
-            s += 0.5
-            t *= 0.5
-            s += t
-            s *= g[i:j]
+def causal_mask(T: int, S: int | None = None, *, device: str = "cpu"):
+    """(T, S) bool, True where query t must not see key s: the future positions to hide.
 
-        backend.for_row_blocks(backward_rows, a.shape[0], a.shape[1], xp)
-        return (slope.reshape(x.shape),)
-
-    return make_result(out.reshape(x.shape), (x,), backward, "gelu")
+    The T queries are the last T of the S positions (S - T of them already in a key
+    cache), so query t sees keys 0 .. S - T + t. S defaults to T: True above the
+    diagonal. One array per (T, S, device), made once and shared (read-only on the CPU).
+    """
+    S = T if S is None else S
+    if (T, S, device) not in _causal_masks:
+        mask = np.triu(np.ones((T, S), dtype=bool), k=S - T + 1)
+        mask.flags.writeable = False
+        _causal_masks[T, S, device] = backend.to_device(mask, device)
+    return _causal_masks[T, S, device]
 
 
 def dropout(x: Tensor, p: float, training: bool = True, generator=None) -> Tensor:
@@ -368,17 +226,8 @@ def dropout(x: Tensor, p: float, training: bool = True, generator=None) -> Tenso
 
 def embedding(weight: Tensor, indices) -> Tensor:
     """Rows of ``weight`` picked by integer ``indices``; backward scatter-adds into those rows."""
-    idx = indices.data if isinstance(indices, Tensor) else indices
     xp = backend.get_array_module(weight.data)
-    idx = xp.asarray(idx)
-    if idx.dtype.kind not in "iu":
-        raise TypeError(f"embedding: indices must be integers, got {idx.dtype}")
-    rows = weight.shape[0]
-    if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= rows):
-        raise IndexError(
-            f"embedding: index {int(idx.max()) if int(idx.max()) >= rows else int(idx.min())} "
-            f"is outside [0, {rows}) (the table has {rows} rows)"
-        )
+    idx = check_indices(weight, indices)
     out = weight.data[idx]
 
     def backward(g):
@@ -387,3 +236,60 @@ def embedding(weight: Tensor, indices) -> Tensor:
         return (grad,)
 
     return make_result(out, (weight,), backward, "embedding")
+
+
+# ---- argument checks, out of the formulas' way ---------------------------------------
+
+
+def check_params(x: Tensor, params, op: str) -> None:
+    """Every tensor in ``params`` (None skipped) shares x's device and floating dtype."""
+    for param in params:
+        if param is not None:
+            operands(x, param, op)
+
+
+def check_linear(x, weight: Tensor, bias) -> tuple[Tensor, Tensor]:
+    x, weight = operands(x, weight, "linear")
+    check_params(x, (bias,), "linear")
+    if x.shape[-1] != weight.shape[-1]:
+        raise ValueError(
+            f"linear: input's last dim is {x.shape[-1]} but weight {weight.shape} "
+            f"expects in_features={weight.shape[-1]}"
+        )
+    return x, weight
+
+
+def check_targets(logits: Tensor, targets, ignore_index: int):
+    """``targets`` as an integer array of logits' shape without its last axis, each a class."""
+    xp = backend.get_array_module(logits.data)
+    t = xp.asarray(targets.data if isinstance(targets, Tensor) else targets)
+    if t.dtype.kind not in "iu":
+        raise TypeError(f"cross_entropy: targets must be integer class indices, got {t.dtype}")
+    if t.shape != logits.shape[:-1]:
+        raise ValueError(
+            f"cross_entropy: targets of shape {t.shape} do not match logits {logits.shape} "
+            "(expected the logits' shape without its last, class, dimension)"
+        )
+    classes = logits.shape[-1]
+    bad = (t != ignore_index) & ((t < 0) | (t >= classes))
+    if bool(bad.any()):
+        raise IndexError(
+            f"cross_entropy: target {int(t[bad][0])} is outside [0, {classes}) "
+            f"(and is not ignore_index={ignore_index})"
+        )
+    return t
+
+
+def check_indices(weight: Tensor, indices):
+    """``indices`` as an integer array whose every entry is a row of ``weight``."""
+    xp = backend.get_array_module(weight.data)
+    idx = xp.asarray(indices.data if isinstance(indices, Tensor) else indices)
+    if idx.dtype.kind not in "iu":
+        raise TypeError(f"embedding: indices must be integers, got {idx.dtype}")
+    rows = weight.shape[0]
+    if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= rows):
+        raise IndexError(
+            f"embedding: index {int(idx.max()) if int(idx.max()) >= rows else int(idx.min())} "
+            f"is outside [0, {rows}) (the table has {rows} rows)"
+        )
+    return idx

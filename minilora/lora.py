@@ -25,13 +25,14 @@ import numpy as np
 
 from minilora import backend
 from minilora import functional as F
+from minilora.backend import fast_twin
 from minilora.creation import default_generator
 from minilora.lora_config import BIAS_MODES, INITS, LoRAConfig  # noqa: F401
-from minilora.lora_fused import lora_linear
 from minilora.nn import (  # noqa: F401
     Linear,
     Module,
     ModuleDict,
+    Parameter,
     ParameterCount,
     count_parameters,
     print_trainable_parameters,
@@ -67,16 +68,11 @@ class LoRALinear(Module):
 
     def add_adapter(self, name: str, config: LoRAConfig, generator=None) -> None:
         """Create A (random) and B (zero) for adapter ``name`` and make it active."""
-        if name in self.lora_A:
-            raise ValueError(f"adapter {name!r} already exists; delete it first")
-        limit = min(self.in_features, self.out_features)
-        if config.r > limit:
-            raise ValueError(
-                f"LoRA rank r={config.r} is larger than min(in_features, out_features) = "
-                f"min({self.in_features}, {self.out_features}) = {limit}"
-            )
+        self.check_new_adapter(name, config)
         rng = generator if generator is not None else default_generator()
         dtype = self.base_layer.weight.dtype
+        # Linear draws a start that the init below replaces; kept, so that a seed gives the A
+        # of every recorded run (minilora/paper/records)
         A = Linear(self.in_features, config.r, bias=False, dtype=dtype, generator=rng)  # (r, d_in)
         # BEGIN STUDENT: lora_init
         if config.init == "kaiming":  # U(-1/sqrt(d_in), 1/sqrt(d_in)), kaiming_uniform(a=sqrt(5))
@@ -85,14 +81,23 @@ class LoRALinear(Module):
         else:  # the paper's "random Gaussian", with PEFT's std 1/r
             a = rng.normal(0.0, 1.0 / config.r, A.weight.shape)
         A.weight.data = a.astype(dtype)
-        # B is made after A's draw: Linear draws its own start from the generator too
-        B = Linear(config.r, self.out_features, bias=False, dtype=dtype)  # (d_out, r)
-        B.weight.data = np.zeros_like(B.weight.data)  # B = 0, so dW = B A = 0 exactly
+        B = zeros_linear(config.r, self.out_features, dtype)  # (d_out, r): B = 0, so dW = B A = 0
         # END STUDENT: lora_init
         device = self.base_layer.weight.device
         self.lora_A[name], self.lora_B[name] = A.to(device), B.to(device)
         self.configs[name] = config
         self.active_adapter = name
+
+    def check_new_adapter(self, name: str, config: LoRAConfig) -> None:
+        """A new name, and a rank no larger than min(d_in, d_out) (a larger one adds nothing)."""
+        if name in self.lora_A:
+            raise ValueError(f"adapter {name!r} already exists; delete it first")
+        limit = min(self.in_features, self.out_features)
+        if config.r > limit:
+            raise ValueError(
+                f"LoRA rank r={config.r} is larger than min(in_features, out_features) = "
+                f"min({self.in_features}, {self.out_features}) = {limit}"
+            )
 
     def delete_adapter(self, name: str) -> None:
         if name not in self.configs:
@@ -120,45 +125,44 @@ class LoRALinear(Module):
         return (self.configs[name].scaling * (B @ A)).astype(self.base_layer.weight.dtype)
         # END STUDENT: merge
 
+    @fast_twin
     def forward(self, x: Tensor) -> Tensor:
         """h = W0 x + b + (alpha / r) B A dropout(x): the paper's Eq. 3 (section 4.1).
 
         W0 (``base_layer``) is frozen; A and B are the adapter's two Linear layers
         without bias. While B = 0 (its initialisation), h is the base layer's output
-        bit for bit. With the fast paths on (the default) the same sum is computed by
-        ``lora_fused.lora_linear``, which equals this line bit for bit in the forward
-        and keeps less memory for the backward.
+        bit for bit. Its fast twin (minilora/fast/lora.py) computes the same sum as one
+        op, bit for bit in the forward, keeping less memory for the backward.
         """
-        name = self.active_adapter
-        if self.merged:
-            if is_grad_enabled() and name and self.lora_A[name].weight.requires_grad:
-                raise RuntimeError(
-                    "forward with gradients through a merged LoRA layer: A and B would get no "
-                    "gradient. Call unmerge(model) before training, or run inference under "
-                    "no_grad()."
-                )
-            return self.base_layer(x)  # W0 + dW is already in the weight
-        if self.disabled or name is None:
-            return self.base_layer(x)  # W0 x + b
-        scaling, p = self.configs[name].scaling, self.configs[name].dropout
-        A, B = self.lora_A[name], self.lora_B[name]
-        if backend.fast_paths_enabled():  # the same numbers, one op (lora_fused.py)
-            base = self.base_layer
-            return lora_linear(
-                x, base.weight, base.bias, A.weight, B.weight, scaling, p, self.training
-            )
+        if self.merged or self.disabled or self.active_adapter is None:
+            self.check_not_training_merged()
+            return self.base_layer(x)  # W0 x + b (W0 + dW once merged)
+        config = self.configs[self.active_adapter]
+        A, B = self.lora_A[self.active_adapter], self.lora_B[self.active_adapter]
+        scaling, p = config.scaling, config.dropout
         # BEGIN STUDENT: lora_forward
         return self.base_layer(x) + scaling * B(A(F.dropout(x, p, self.training)))
         # END STUDENT: lora_forward
 
-    @no_grad()
-    def merge(self, check_only: bool = False) -> None:
-        """W0 <- W0 + scaling * B A for the active adapter (refuses non-finite results).
+    def check_not_training_merged(self) -> None:
+        """A merged layer gives A and B no gradient: refuse a forward that would train them."""
+        name = self.merged_adapter
+        if name and is_grad_enabled() and self.lora_A[name].weight.requires_grad:
+            raise RuntimeError(
+                "forward with gradients through a merged LoRA layer: A and B would get no "
+                "gradient. Call unmerge(model) before training, or run inference under "
+                "no_grad()."
+            )
 
-        ``check_only``: raise as merge would, change nothing (the model-level merge checks
-        every layer before it changes any)."""
-        if self.merged or self.active_adapter is None:
-            return
+    @no_grad()
+    def merge(self) -> None:
+        """W0 <- W0 + scaling * B A for the active adapter (refuses non-finite results)."""
+        if not self.merged and self.active_adapter is not None:
+            self.base_layer.weight.data = self.merged_weight()
+            self.merged_adapter = self.active_adapter
+
+    def merged_weight(self):
+        """W0 + dW for the active adapter (what ``merge`` writes), checked finite."""
         # BEGIN STUDENT: merge
         merged = self.base_layer.weight.data + self.delta_weight()
         # END STUDENT: merge
@@ -167,10 +171,7 @@ class LoRALinear(Module):
                 f"merging adapter {self.active_adapter!r} would put non-finite values in the "
                 "weight; the adapter is damaged (NaN or inf in A or B), nothing was changed"
             )
-        if check_only:
-            return
-        self.base_layer.weight.data = merged
-        self.merged_adapter = self.active_adapter
+        return merged
 
     @no_grad()
     def unmerge(self) -> None:
@@ -207,57 +208,81 @@ def inject_lora(
 ) -> Module:
     """Wrap every Linear whose name matches ``config.target_modules`` in a LoRALinear,
     add adapter ``adapter_name`` to it, make it active, and freeze everything else
-    (``mark_only_lora_as_trainable`` with ``config.bias``). Returns ``model``."""
+    (``mark_only_lora_as_trainable`` with ``config.bias``). Returns ``model``.
+
+    All or nothing: if any layer refuses the adapter, the model is left as it was.
+    """
     config = config or LoRAConfig()
+    names = linear_names(model, config.target_modules)  # every Linear; each target matches one
+    with all_or_nothing(model):
+        # layers = {name: LoRALinear} for each Linear in `names` that a target matches
+        # (``_matches``), wrapped once (a LoRALinear already there is kept) and put in the model.
+        # BEGIN STUDENT: inject_lora
+        chosen = [n for n in names if _matches(n, config.target_modules)]
+        layers = {}
+        for name in chosen:
+            layer = model.get_submodule(name)
+            if not isinstance(layer, LoRALinear):
+                layer = LoRALinear(layer)
+                model.set_submodule(name, layer)
+            layers[name] = layer
+        # END STUDENT: inject_lora
+        for name, layer in layers.items():
+            with errors_named(f"inject_lora on {name!r}"):
+                layer.add_adapter(adapter_name, config, generator)
+    set_adapter(model, adapter_name)
+    mark_only_lora_as_trainable(model, config.bias)
+    return model
+
+
+def linear_names(model: Module, targets) -> list[str]:
+    """The names of the model's Linear layers (a LoRALinear counts as one, its insides do not),
+    checking that every target matches at least one of them."""
     wrapped = tuple(f"{n}." for n in lora_layers(model))  # A, B and W0 inside are not targets
     names = [
         n
         for n, m in model.named_modules()
         if isinstance(m, (Linear, LoRALinear)) and not n.startswith(wrapped)
     ]
-    unmatched = [t for t in config.target_modules if not any(_matches(n, [t]) for n in names)]
+    unmatched = [t for t in targets if not any(_matches(n, [t]) for n in names)]
     if unmatched:
         raise ValueError(
             f"inject_lora: target_modules {unmatched} match no Linear layer. "
             f"The model's Linear layers are: {sorted({n.rsplit('.', 1)[-1] for n in names})} "
             f"(full names like {names[:3]})"
         )
+    return names
+
+
+@contextlib.contextmanager
+def errors_named(where: str):
+    """Re-raise a ValueError with ``where`` in front of its message."""
+    try:
+        yield
+    except ValueError as err:
+        raise ValueError(f"{where}: {err}") from None
+
+
+@contextlib.contextmanager
+def all_or_nothing(model: Module):
+    """Undo what the block did to the model's LoRA layers and trainable flags if it raises."""
     before = snapshot(model)
-    # layers = {name: LoRALinear} for each Linear in `names` that a target matches (``_matches``),
-    # wrapped once (a LoRALinear already there is kept) and put in the model under its name.
-    # BEGIN STUDENT: inject_lora
-    chosen = [n for n in names if _matches(n, config.target_modules)]
-    layers = {}
-    for name in chosen:
-        layer = model.get_submodule(name)
-        if not isinstance(layer, LoRALinear):
-            layer = LoRALinear(layer)
-            model.set_submodule(name, layer)
-        layers[name] = layer
-    # END STUDENT: inject_lora
-    for name, layer in layers.items():  # add the adapter to each wrapped layer
-        try:
-            layer.add_adapter(adapter_name, config, generator)
-        except ValueError as err:
-            restore(model, before)  # all or nothing
-            raise ValueError(f"inject_lora on {name!r}: {err}") from None
-    set_adapter(model, adapter_name)
-    mark_only_lora_as_trainable(model, config.bias)
-    return model
+    try:
+        yield
+    except BaseException:
+        restore(model, before)
+        raise
 
 
 def snapshot(model: Module) -> tuple[dict, dict]:
     """What inject_lora changes: requires_grad flags, the LoRA layers, their adapters."""
     flags = {id(p): p.requires_grad for p in model.parameters()}
-    layers = {
-        path: (layer.active_adapter, set(layer.configs))
-        for path, layer in lora_layers(model).items()
-    }
+    layers = {path: (m.active_adapter, set(m.configs)) for path, m in lora_layers(model).items()}
     return flags, layers
 
 
 def restore(model: Module, before: tuple[dict, dict]) -> None:
-    """Put ``model`` back as it was at ``snapshot``: for an inject_lora that failed part way."""
+    """Put ``model`` back as it was at ``snapshot``."""
     flags, layers = before
     for path, layer in lora_layers(model).items():
         if path not in layers:  # wrapped since: put the plain Linear back
@@ -330,21 +355,24 @@ def mark_only_lora_as_trainable(model: Module, bias: str = "none") -> None:
     # END STUDENT: mark_trainable
 
 
-def _check_merge(layers: dict) -> None:
-    """All or nothing: every layer is checked (finite W0 + dW) before any changes."""
-    for path, layer in layers.items():
-        try:
-            layer.merge(check_only=True)
-        except FloatingPointError as err:
-            raise FloatingPointError(f"merge: {path}: {err} in any layer") from None
-
-
 def merge(model: Module) -> Module:
+    """W0 <- W0 + dW in every LoRA layer; all or nothing: each layer's W0 + dW is checked
+    finite before any layer changes."""
     layers = lora_layers(model)
-    _check_merge(layers)
+    for path, layer in layers.items():
+        check_mergeable(path, layer)
     for layer in layers.values():
         layer.merge()
     return model
+
+
+def check_mergeable(path: str, layer: LoRALinear) -> None:
+    if layer.merged or layer.active_adapter is None:
+        return
+    try:
+        layer.merged_weight()
+    except FloatingPointError as err:
+        raise FloatingPointError(f"merge: {path}: {err} in any layer") from None
 
 
 def unmerge(model: Module) -> Module:
@@ -355,8 +383,15 @@ def unmerge(model: Module) -> Module:
 
 def merge_and_unload(model: Module) -> Module:
     """Merge the active adapter and put the plain Linear layers back: a model with no LoRA left."""
-    _check_merge(lora_layers(model))
+    merge(model)
     for name, layer in lora_layers(model).items():
-        layer.merge()
         model.set_submodule(name, layer.base_layer)
     return model
+
+
+def zeros_linear(in_features: int, out_features: int, dtype) -> Linear:
+    """A bias-free Linear whose weight is zero, made without drawing a random number."""
+    layer = Linear.__new__(Linear)
+    layer.in_features, layer.out_features = in_features, out_features
+    layer.weight, layer.bias = Parameter(np.zeros((out_features, in_features), dtype=dtype)), None
+    return layer

@@ -12,9 +12,8 @@ A backward returns ``None`` for an input that does not require a gradient, and
 skips the work of computing it: that is how a frozen weight costs nothing.
 Gradients of broadcast inputs are summed back to the input's shape by one
 helper, ``unbroadcast``; it lives in ``broadcasting.py`` with the other helpers
-every op shares and with the four ops that broadcast: add, sub, mul, div. The
-fused neural-network ops (softmax, cross-entropy, layer norm, GELU, ...) live
-in ``functional.py`` and follow the same shape.
+every op shares. The fused neural-network ops (softmax, cross-entropy, layer
+norm, GELU, attention, ...) live in ``functional.py`` and follow the same shape.
 """
 
 from __future__ import annotations
@@ -24,10 +23,10 @@ import builtins
 import numpy as np
 
 from minilora import backend
-from minilora.broadcasting import add, broadcast_shape, div, mul, operands, sub, unbroadcast
+from minilora.broadcasting import broadcast_shape, operands, unbroadcast
 from minilora.tensor import Tensor, make_result
 
-# ---- helpers (the shared ones, operands and unbroadcast among them: broadcasting.py) ----
+# ---- helpers (the shared ones: broadcasting.py) ---------------------------------
 
 
 def mm(x, y):
@@ -45,7 +44,51 @@ def _axes(axis, ndim: int, op: str) -> tuple:
     return tuple(sorted(ax % builtins.max(ndim, 1) for ax in axes))
 
 
-# ---- elementwise (add, sub, mul, div: broadcasting.py) --------------------------
+# ---- elementwise ----------------------------------------------------------------
+# Inputs broadcast; each gradient is summed back to its input's shape (``unbroadcast``),
+# and computed only for an input that requires one.
+
+
+def add(a, b) -> Tensor:
+    """out = a + b; dL/da = g, dL/db = g."""
+    a, b = operands(a, b, "add", broadcast=True)
+    backward = lambda g: (unbroadcast(g, a.shape), unbroadcast(g, b.shape))
+    return make_result(a.data + b.data, (a, b), backward, "add")
+
+
+def sub(a, b) -> Tensor:
+    """out = a - b; dL/da = g, dL/db = -g."""
+    a, b = operands(a, b, "sub", broadcast=True)
+    backward = lambda g: (unbroadcast(g, a.shape), unbroadcast(-g, b.shape))
+    return make_result(a.data - b.data, (a, b), backward, "sub")
+
+
+def mul(a, b) -> Tensor:
+    """out = a * b; dL/da = g b, dL/db = g a."""
+    a, b = operands(a, b, "mul", broadcast=True)
+
+    def backward(g):
+        return (
+            unbroadcast(g * b.data, a.shape) if a.requires_grad else None,
+            unbroadcast(g * a.data, b.shape) if b.requires_grad else None,
+        )
+
+    return make_result(a.data * b.data, (a, b), backward, "mul")
+
+
+def div(a, b) -> Tensor:
+    """out = a / b; dL/da = g / b, dL/db = -g a / b^2 = -(g / b) out."""
+    a, b = operands(a, b, "div", broadcast=True)
+    out = a.data / b.data
+
+    def backward(g):
+        g_over_b = g / b.data
+        return (
+            unbroadcast(g_over_b, a.shape) if a.requires_grad else None,
+            unbroadcast(-g_over_b * out, b.shape) if b.requires_grad else None,
+        )
+
+    return make_result(out, (a, b), backward, "div")
 
 
 def neg(a: Tensor) -> Tensor:
@@ -112,11 +155,7 @@ def matmul(a, b) -> Tensor:
         if a.requires_grad:
             ga = unbroadcast(mm(g, b.data.swapaxes(-1, -2)), a.shape)
         if b.requires_grad:
-            if b.ndim == 2:  # fold a's batch dims into rows: one 2-D product, no big temporary
-                k, m = b.shape
-                gb = mm(a.data.reshape(-1, k).T, g.reshape(-1, m))
-            else:
-                gb = unbroadcast(mm(a.data.swapaxes(-1, -2), g), b.shape)
+            gb = unbroadcast(mm(a.data.swapaxes(-1, -2), g), b.shape)
         return ga, gb
         # END STUDENT: matmul_backward
 
@@ -291,9 +330,9 @@ def split(a: Tensor, sizes, axis: int = -1) -> list[Tensor]:
 def where(condition, a, b) -> Tensor:
     """Elementwise ``a`` where ``condition`` holds, else ``b`` (all three broadcast)."""
     a, b = operands(a, b, "where")
-    cond = condition.data if isinstance(condition, Tensor) else condition
-    broadcast_shape("where", cond.shape, a.shape, b.shape)
     xp = backend.get_array_module(a.data)
+    cond = xp.asarray(condition.data if isinstance(condition, Tensor) else condition)
+    broadcast_shape("where", cond.shape, a.shape, b.shape)
     out = xp.where(cond, a.data, b.data)
 
     def backward(g):
@@ -332,41 +371,20 @@ def to_device(a: Tensor, device: str) -> Tensor:
 # Bound here rather than in tensor.py so that tensor.py needs nothing from this file.
 
 
-def _bind_operators() -> None:
-    def rev(op):
-        return lambda self, other: op(other, self)
+BINARY = {"add": add, "sub": sub, "mul": mul, "truediv": div, "matmul": matmul}
+METHODS = "sum mean max exp log sqrt tanh relu transpose masked_fill".split()
 
-    methods = {
-        "__add__": add,
-        "__radd__": rev(add),
-        "__sub__": sub,
-        "__rsub__": rev(sub),
-        "__mul__": mul,
-        "__rmul__": rev(mul),
-        "__truediv__": div,
-        "__rtruediv__": rev(div),
-        "__neg__": neg,
-        "__pow__": pow,
-        "__matmul__": matmul,
-        "__rmatmul__": rev(matmul),
-        "__getitem__": getitem,
-        "sum": sum,
-        "mean": mean,
-        "max": max,
-        "exp": exp,
-        "log": log,
-        "sqrt": sqrt,
-        "tanh": tanh,
-        "relu": relu,
-        "transpose": transpose,
-        "masked_fill": masked_fill,
-        "to": to_device,
-        "reshape": lambda self, *shape: reshape(self, shape[0] if len(shape) == 1 else shape),
-        "permute": lambda self, *axes: permute(self, axes[0] if len(axes) == 1 else axes),
-        "T": property(lambda self: permute(self, tuple(reversed(range(self.ndim))))),
-    }
-    for name, method in methods.items():
-        setattr(Tensor, name, method)
+
+def _bind_operators() -> None:
+    for name, op in BINARY.items():  # a + b, and b + a when b is a number or an array
+        setattr(Tensor, f"__{name}__", op)
+        setattr(Tensor, f"__r{name}__", lambda self, other, op=op: op(other, self))
+    for name in METHODS:
+        setattr(Tensor, name, globals()[name])
+    Tensor.__neg__, Tensor.__pow__, Tensor.__getitem__, Tensor.to = neg, pow, getitem, to_device
+    Tensor.reshape = lambda self, *shape: reshape(self, shape[0] if len(shape) == 1 else shape)
+    Tensor.permute = lambda self, *axes: permute(self, axes[0] if len(axes) == 1 else axes)
+    Tensor.T = property(lambda self: permute(self, tuple(reversed(range(self.ndim)))))
 
 
 _bind_operators()

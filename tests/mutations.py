@@ -39,8 +39,8 @@ MUTATIONS = [
         "lora.py",
         [
             (
-                "B.weight.data = np.zeros_like(B.weight.data)",
-                "B.weight.data = rng.normal(0.0, 0.02, B.weight.shape).astype(dtype)",
+                "B = zeros_linear(config.r, self.out_features, dtype)",
+                "B = Linear(config.r, self.out_features, bias=False, dtype=dtype, generator=rng)",
             )
         ],
         "B is not zero",

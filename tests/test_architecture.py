@@ -28,13 +28,13 @@ LAYERS = {
         "minilora.tensor",
         "minilora.broadcasting",
         "minilora.ops",
-        "minilora.attention",
         "minilora.functional",
         "minilora.creation",
         "minilora.gradcheck",
     ],
     "model": ["minilora.nn", "minilora.transformer", "minilora.optim"],
-    "lora": ["minilora.lora", "minilora.lora_config", "minilora.lora_fused"],
+    "lora": ["minilora.lora", "minilora.lora_config"],
+    "fast": ["minilora.fast"],
     "work": ["minilora.work"],
     "interop": ["minilora.interop"],
     "paper": ["minilora.paper"],
@@ -181,17 +181,27 @@ def test_import_minilora_loads_the_core_only():
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.split()
-    assert out and all(layer_of(m) in (*CORE, "app") for m in out), out
+    assert out and all(layer_of(m) in (*CORE, "fast", "app") for m in out), out
     assert "minilora.work" not in out and "minilora.work.data" not in out
 
 
 def test_import_changes_no_process_settings():
-    code = "import minilora.tensor, minilora.backend as b; print(b.malloc_tuned)"
+    code = "import minilora, minilora.work.memory as m; print(m.malloc_tuned)"
     env = {"PATH": "/usr/bin:/bin", "MINILORA_MALLOC_TUNING": "1"}
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
     )
     assert out.stdout.strip() == "False"
+
+
+def test_the_core_holds_formulas_and_no_fast_code():
+    """Speed lives in minilora/fast/: no core file runs in-place buffer tricks or picks a
+    version by the switch (the switch itself, ``fast_twin`` in backend.py, is the exception)."""
+    fast_code = re.compile(r"fast_paths_enabled\(|sum_last|row_blocks|copyto|ThreadPool|_plain\b")
+    for module in (m for layer in CORE for m in LAYERS[layer] if m != "minilora.backend"):
+        source = (PACKAGE / f"{module.split('.')[-1]}.py").read_text()
+        found = fast_code.findall(source)
+        assert not found, f"{module} holds fast code: {sorted(set(found))}"
 
 
 def test_no_file_is_over_400_lines():

@@ -1,7 +1,8 @@
-"""The switch between fast paths and plain versions (README, "Plain math first, fast path
-beside it"): ``minilora.fast_paths(False)`` as a call and as a ``with`` block,
-``MINILORA_FAST_PATHS=0``, each public op following it, and a whole GPT with the fast paths
-on and off. Each fast path against its plain version: tests/test_fast_paths.py.
+"""The switch between the fast twins (minilora/fast/) and the formulas of the core:
+``minilora.fast_paths(False)`` as a call and as a ``with`` block, ``MINILORA_FAST_PATHS=0``,
+each op with a twin following it, a core without minilora/fast/ (the student package), and
+a whole GPT with the fast paths on and off. Each twin against its formula:
+tests/test_fast_paths.py.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from hypothesis import strategies as st
 from strategies import SEEDS, leaf, on, to_host
 
 import minilora as ml
-from minilora import attention as attn
-from minilora import backend, broadcasting
+from minilora import backend, fast
 from minilora import functional as F
+from minilora.lora import LoRAConfig, LoRALinear, inject_lora
+from minilora.nn import Linear
 from minilora.transformer import GPT, GPTConfig
 
 DTYPES = st.sampled_from([np.float64, np.float32])
@@ -67,36 +69,85 @@ def one_vector(device):
     return [leaf(np.linspace(-1.0, 1.0, 4), device)]
 
 
-OPS = {  # public op, module, its versions' names, arguments
-    "add": (broadcasting.add, broadcasting, "add", lambda d: one_vector(d) * 2),
-    "sub": (broadcasting.sub, broadcasting, "sub", lambda d: one_vector(d) * 2),
-    "mul": (broadcasting.mul, broadcasting, "mul", lambda d: one_vector(d) * 2),
-    "div": (broadcasting.div, broadcasting, "div", lambda d: one_vector(d) * 2),
-    "gelu": (F.gelu, F, "gelu", one_vector),
-    "layer_norm": (F.layer_norm, F, "layer_norm", lambda d: one_vector(d) + [None, None]),
-    "attention": (
+def lora_layer(device):
+    layer = LoRALinear(Linear(4, 3, generator=np.random.default_rng(0))).to(device)
+    layer.add_adapter("default", LoRAConfig(r=2))
+    return [layer, leaf(np.ones((2, 4), dtype=np.float32), device)]
+
+
+OPS = {  # the twin's name in the registry: (the public op, its arguments)
+    "functional.gelu": (F.gelu, one_vector),
+    "functional.layer_norm": (F.layer_norm, lambda d: one_vector(d) + [None, None]),
+    "functional.attention": (
         F.attention,
-        attn,
-        "attention",
         lambda d: [leaf(np.ones((2, 3)), d)] * 3 + [on(d, np.zeros((2, 2), dtype=bool))],
     ),
+    "lora.LoRALinear.forward": (LoRALinear.forward, lora_layer),
 }
 
 
+def test_every_twin_is_tested_here_and_replaces_an_op_marked_fast_twin():
+    assert set(OPS) == set(fast.TWINS)
+    for name, (op, _) in OPS.items():
+        assert op.twin_name == name and callable(op.plain)
+
+
 @pytest.mark.parametrize("name", OPS)
-def test_each_public_op_runs_its_fast_version_unless_switched_off(name, monkeypatch, device):
-    op, module, stem, args = OPS[name]
+def test_each_op_runs_its_twin_unless_switched_off(name, monkeypatch, device):
+    op, args = OPS[name]
     calls = []
-    for kind in ("plain", "fast"):
-        real = getattr(module, f"{stem}_{kind}")
-        monkeypatch.setattr(
-            module, f"{stem}_{kind}", lambda *a, _r=real, _k=kind: calls.append(_k) or _r(*a)
-        )
+    twin = fast.TWINS[name]
+    monkeypatch.setitem(backend._twins, name, lambda *a: calls.append("twin") or twin(*a))
     op(*args(device))
     with ml.fast_paths(False):
+        before = len(calls)
         op(*args(device))
+        assert len(calls) == before  # the formula ran
     op(*args(device))
-    assert calls == ["fast", "plain", "fast"]
+    assert calls == ["twin", "twin"]
+
+
+def test_without_the_fast_folder_every_op_runs_its_formula():
+    """The student package leaves minilora/fast/ out: nothing is installed, the core runs."""
+    code = (
+        "import sys; sys.modules['minilora.fast'] = None\n"  # as if the folder were absent
+        "import importlib.util as u; u.find_spec = lambda name, *a: None\n"
+        "import minilora, minilora.backend as b\n"
+        "print(len(b._twins), b.fast_paths_enabled())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["0", "True"]
+
+
+def test_uninstall_and_install_a_twin_by_name():
+    try:
+        fast.uninstall(["functional.gelu"])
+        assert "functional.gelu" not in backend._twins
+        assert "functional.layer_norm" in backend._twins
+    finally:
+        fast.install(["functional.gelu"])
+    assert backend._twins["functional.gelu"] is fast.TWINS["functional.gelu"]
+
+
+def test_a_seeded_gpt_with_lora_trains_to_the_same_loss_with_twins_on_and_off():
+    """LoRA's twin (one op) and the formula (four ops) on a whole model: the same step."""
+    losses = {}
+    for on_ in (True, False):
+        model = GPT(
+            GPTConfig(vocab_size=11, block_size=8, d_model=8, n_head=2, n_layer=1),
+            generator=np.random.default_rng(0),
+        )
+        inject_lora(model, LoRAConfig(r=2), generator=np.random.default_rng(1))
+        opt = ml.optim.AdamW(model.parameters(), lr=0.1)
+        idx = np.random.default_rng(2).integers(0, 11, (2, 8))
+        with ml.fast_paths(on_):
+            for _ in range(3):
+                _, loss = model(idx[:, :-1], idx[:, 1:])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        losses[on_] = loss.item()
+    assert losses[True] == pytest.approx(losses[False], rel=1e-4)
 
 
 @st.composite
@@ -136,14 +187,14 @@ def test_whole_gpt_same_loss_and_gradients_with_fast_paths_on_and_off(case, dtyp
         p.data = on(device, to_host(p.data) + 0.5 * rng.standard_normal(p.shape).astype(dtype))
     idx, targets = rng.integers(0, config.vocab_size, (2, B, T))
     results = {}
-    for fast in (True, False):
+    for twins_on in (True, False):
         model.zero_grad()
-        with ml.fast_paths(fast):
+        with ml.fast_paths(twins_on):
             ml.manual_seed(seed)  # the same dropout masks
             logits, loss = model(idx, targets)
             loss.backward()
         grads = {n: to_host(p.grad) for n, p in model.named_parameters()}
-        results[fast] = (loss.item(), to_host(logits.data), grads)
+        results[twins_on] = (loss.item(), to_host(logits.data), grads)
     (loss_f, logits_f, grads_f), (loss_p, logits_p, grads_p) = results[True], results[False]
     tol = GPT_TOL[np.dtype(dtype)]
     assert loss_f == pytest.approx(loss_p, rel=tol)

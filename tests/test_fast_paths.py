@@ -1,24 +1,20 @@
-"""Every fast path against its plain version, and the switch that picks one (README, "Plain
-math first, fast path beside it").
+"""Every fast twin (minilora/fast/) against the formula it replaces (README, "Formulas in
+the core, speed in one place").
 
-The plain versions (``add_plain`` ... ``div_plain`` in broadcasting.py, ``gelu_plain`` and
-``layer_norm_plain`` in functional.py, ``attention_plain`` in attention.py) read as the
-formulas; the fast ones, the defaults, skip work or reuse buffers. For the same inputs
-and the same output gradient, both must give the same forward and the same gradient
-for every input:
-
-* bit for bit where they do the same operations in the same order: add, sub, mul
-  and div (forward and gradients);
-* otherwise to ``TOL`` of the largest term of the result, the term magnitudes
+The formulas (``F.gelu``, ``F.layer_norm`` and ``F.attention`` in functional.py; their
+bodies are ``op.plain``) read as the math; the twins in minilora/fast/, which run by
+default, reuse buffers and sum rows as BLAS products. For the same inputs and the same
+output gradient, both must give the same forward and the same gradient for every input,
+to ``TOL`` of the largest term of the result, the term magnitudes
   computed here in float64 from absolute values (for a sum a + b, |a| + |b|):
   ``TOL = 1e-12`` in float64 (about 4,500 ulps), ``1e-5`` in float32 (about 80
   ulps). The two versions round one formula in another order: a few roundings per
   element, each at most an ulp of the largest term (measured: under 2 ulps), while a
   wrong formula is off by a whole term.
 
-Each plain version is also gradchecked in float64 (test_functional.py and test_ops.py
-gradcheck the public ops, which run the fast versions by default). The switch that picks
-one is tested in tests/test_fast_path_switch.py.
+Each formula is also gradchecked in float64 here (``op.plain``); test_functional.py
+gradchecks the public ops, which run the twins by default. The switch that picks one is
+tested in tests/test_fast_path_switch.py; the LoRA layer's twin in tests/test_lora_fused.py.
 """
 
 from __future__ import annotations
@@ -29,23 +25,30 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from strategies import (
-    SEEDS,
-    arrays,
-    broadcastable_shapes,
-    check_grads,
-    distinct,
-    divisors,
-    leaf,
-    on,
-    shapes,
-    to_host,
-)
+from strategies import SEEDS, arrays, check_grads, distinct, leaf, on, shapes, to_host
 
 import minilora as ml
-from minilora import attention as attn
-from minilora import backend, broadcasting
 from minilora import functional as F
+from minilora.fast import attention as fast_attention
+from minilora.fast import norms, sums
+
+
+@pytest.fixture(autouse=True, scope="module")
+def many_blocks():
+    """Blocks of at most 5 numbers, so that small shapes run the twins over many blocks."""
+    saved, sums.BLOCK_ELEMENTS = sums.BLOCK_ELEMENTS, 5
+    yield
+    sums.BLOCK_ELEMENTS = saved
+
+
+@pytest.mark.parametrize(("rows", "row_size"), [(0, 4), (1, 1), (7, 1), (10, 3), (33, 2)])
+def test_row_blocks_cover_every_row_once(rows, row_size):
+    blocks = sums.row_blocks(rows, row_size)
+    covered = [r for start, stop in blocks for r in range(start, stop)]
+    assert covered == list(range(rows))
+    sizes = [(stop - start) * row_size for start, stop in blocks if stop > start]
+    assert all(0 < size <= max(5, row_size) for size in sizes)
+
 
 TOL = {np.dtype(np.float64): 1e-12, np.dtype(np.float32): 1e-5}
 DTYPES = st.sampled_from([np.float64, np.float32])
@@ -95,64 +98,6 @@ def largest(x) -> float:
     return float(np.max(np.abs(x), initial=0.0))
 
 
-# ---- add, sub, mul, div: the equal-shape shortcut, bit for bit ------------------------------
-BINARY = {
-    "add": (broadcasting.add_plain, broadcasting.add_fast, arrays),
-    "sub": (broadcasting.sub_plain, broadcasting.sub_fast, arrays),
-    "mul": (broadcasting.mul_plain, broadcasting.mul_fast, arrays),
-    "div": (broadcasting.div_plain, broadcasting.div_fast, divisors),
-}
-
-
-@st.composite
-def binary_shapes(draw):
-    """Two broadcastable shapes (size-1 dims, different ranks), or one shape twice."""
-    if draw(st.booleans()):
-        shape = draw(shapes())
-        return shape, shape
-    return draw(broadcastable_shapes(2))
-
-
-@pytest.mark.parametrize("name", BINARY)
-@given(
-    ab=binary_shapes(),
-    requires_grad=st.sampled_from([[True, True], [True, False], [False, True]]),
-    dtype=DTYPES,
-    seed=SEEDS,
-    data=st.data(),
-)
-def test_arithmetic_fast_equals_plain_bit_for_bit(
-    name, ab, requires_grad, dtype, seed, data, device
-):
-    plain, fast, b_values = BINARY[name]
-    a, b = data.draw(arrays(ab[0])), data.draw(b_values(ab[1]))
-    rng = np.random.default_rng(seed)
-    (out_p, grads_p), (out_f, grads_f), _ = both(
-        plain, fast, [a, b], dtype, device, rng, requires_grad
-    )
-    assert_same_bits(out_f, out_p, dtype)
-    for gf, gp, r in zip(grads_f, grads_p, requires_grad):
-        assert (gf is None) == (gp is None) == (not r)
-        if r:
-            assert_same_bits(gf, gp, dtype)
-
-
-@pytest.mark.parametrize("name", BINARY)
-def test_arithmetic_names_the_op_and_the_shapes_that_do_not_broadcast(name, device):
-    plain, fast, _ = BINARY[name]
-    a, b = leaf(np.ones((2, 3)), device), leaf(np.ones((4,)), device)
-    for version in (plain, fast):
-        with pytest.raises(ValueError, match=rf"{name}: shapes \(2, 3\) and \(4,\) do not"):
-            version(a, b)
-
-
-@pytest.mark.parametrize("name", BINARY)
-@given(ab=broadcastable_shapes(2), data=st.data())
-def test_arithmetic_plain_gradcheck(name, ab, data, device):
-    plain, _, b_values = BINARY[name]
-    check_grads(plain, [data.draw(arrays(ab[0])), data.draw(b_values(ab[1]))], device)
-
-
 # ---- GELU -------------------------------------------------------------------------------------
 @given(shape=shapes(), dtype=DTYPES, seed=SEEDS, data=st.data())
 def test_gelu_fast_matches_plain(shape, dtype, seed, data, device):
@@ -160,7 +105,7 @@ def test_gelu_fast_matches_plain(shape, dtype, seed, data, device):
     3 * 0.044715 x^2): terms up to 1 + 0.5 |x| c (1 + 3 * 0.044715 x^2), times |g|."""
     x = data.draw(arrays(shape, -4.0, 4.0)).astype(dtype)
     (out_p, (gx_p,)), (out_f, (gx_f,)), g = both(
-        F.gelu_plain, F.gelu_fast, [x], dtype, device, np.random.default_rng(seed)
+        F.gelu.plain, norms.gelu, [x], dtype, device, np.random.default_rng(seed)
     )
     x64 = x.astype(np.float64)
     assert_close(out_f, out_p, dtype, largest(x64))
@@ -170,7 +115,7 @@ def test_gelu_fast_matches_plain(shape, dtype, seed, data, device):
 
 @given(shape=shapes(), data=st.data())
 def test_gelu_plain_gradcheck(shape, data, device):
-    check_grads(F.gelu_plain, [data.draw(arrays(shape, -4.0, 4.0))], device)
+    check_grads(F.gelu.plain, [data.draw(arrays(shape, -4.0, 4.0))], device)
 
 
 # ---- layer norm ------------------------------------------------------------------------------
@@ -192,13 +137,13 @@ def test_layer_norm_fast_matches_plain(with_weight, with_bias, shape, dtype, see
     """out = xhat w + b: terms |xhat w| and |b|. dL/dx = rstd (G - mean(G) - xhat mean(G
     xhat)), G = g w: terms rstd (|G| + mean|G| + |xhat| mean|G xhat|). dL/dw = sum of g
     xhat: terms sum of |g xhat|. dL/db = sum of g: terms sum of |g| (the fast version sums
-    as a product with a vector of ones, backend.sum_rows)."""
+    as a product with a vector of ones, sums.sum_rows)."""
     x = data.draw(arrays(shape)).astype(dtype)
     w = data.draw(arrays(shape[-1:])).astype(dtype) if with_weight else None
     b = data.draw(arrays(shape[-1:])).astype(dtype) if with_bias else None
     arrs = [a for a in (x, w, b) if a is not None]
-    plain = layer_norm_of(with_weight, with_bias, F.layer_norm_plain)
-    fast = layer_norm_of(with_weight, with_bias, F.layer_norm_fast)
+    plain = layer_norm_of(with_weight, with_bias, F.layer_norm.plain)
+    fast = layer_norm_of(with_weight, with_bias, norms.layer_norm)
     (out_p, grads_p), (out_f, grads_f), g = both(
         plain, fast, arrs, dtype, device, np.random.default_rng(seed)
     )
@@ -226,16 +171,16 @@ def test_layer_norm_plain_gradcheck(with_weight, with_bias, shape, data, device)
     """Rows spread over [-2, 2] keep the variance far from 0 (rstd bounded)."""
     x = data.draw(distinct(shape, per_row=True))
     params = [data.draw(arrays(shape[-1:])) for flag in (with_weight, with_bias) if flag]
-    check_grads(layer_norm_of(with_weight, with_bias, F.layer_norm_plain), [x, *params], device)
+    check_grads(layer_norm_of(with_weight, with_bias, F.layer_norm.plain), [x, *params], device)
 
 
-# ---- the sums and the scatter-add that the fast paths use (backend.py) ----------------------
+# ---- the sums and the scatter-add that the twins use (fast/sums.py) -------------------------
 @given(shape=shapes(min_dims=1, max_dims=3, min_side=0), dtype=DTYPES, data=st.data())
 def test_sum_last_and_sum_rows_equal_numpy_sums(shape, dtype, data):
     """Products with a vector of ones: NumPy's sums to TOL of the sum of |terms|."""
     a = data.draw(arrays(shape)).astype(dtype)
     scale = data.draw(st.sampled_from([1.0, 0.25, 1 / 3]))
-    fast = backend.sum_last(a, scale)
+    fast = sums.sum_last(a, scale)
     assert fast.shape == (*shape[:-1], 1) and fast.dtype == a.dtype
     terms = np.abs(a.astype(np.float64)).sum(axis=-1, keepdims=True) * scale
     assert_close(
@@ -244,9 +189,9 @@ def test_sum_last_and_sum_rows_equal_numpy_sums(shape, dtype, data):
     w = data.draw(arrays(shape[-1:])).astype(dtype)  # weights: (a * w).sum(-1), as layer norm's
     terms = np.abs(a.astype(np.float64) * w).sum(axis=-1, keepdims=True) * scale
     expected = (a * w).sum(axis=-1, keepdims=True) * np.asarray(scale, dtype)
-    assert_close(backend.sum_last(a, scale, w), expected, dtype, largest(terms))
+    assert_close(sums.sum_last(a, scale, w), expected, dtype, largest(terms))
     rows = a.reshape(math.prod(shape[:-1]), shape[-1])
-    assert_close(backend.sum_rows(rows), rows.sum(axis=0), dtype, largest(np.abs(rows).sum(axis=0)))
+    assert_close(sums.sum_rows(rows), rows.sum(axis=0), dtype, largest(np.abs(rows).sum(axis=0)))
 
 
 @given(
@@ -264,14 +209,10 @@ def test_scatter_add_rows_equals_add_at(rows, n, cols, dtype, seed):
     start = rng.standard_normal((rows, cols)).astype(dtype)
     plain, fast = start.copy(), start.copy()
     np.add.at(plain, index, values)
-    backend.scatter_add_rows(fast, index, values)
+    sums.scatter_add_rows(fast, index, values)
     terms = np.abs(start).astype(np.float64)
     np.add.at(terms, index, np.abs(values))
     assert_close(fast, plain, dtype, largest(terms))
-    with ml.fast_paths(True):  # the embedding's backward takes it
-        routed = start.copy()
-        backend.scatter_add(routed, index, values)
-    np.testing.assert_array_equal(routed, fast)
 
 
 # ---- attention -------------------------------------------------------------------------------
@@ -315,7 +256,7 @@ def np_probs(q, k, hidden):
     seed=SEEDS,
 )
 def test_attention_fast_matches_plain(case, dropout_p, requires_grad, dtype, seed, device):
-    """P's row sums are a product with a vector of ones in the fast version (backend.sum_last),
+    """P's row sums are a product with a vector of ones in the fast version (sums.sum_last),
     so everything is compared to the largest term (dropout too: one seed, one mask M). The
     forward P M V: terms P |V| / (1 - p); dV = (P M)^T G: terms P^T |G| / (1 - p).
     dQ = dS K / sqrt(D) and dK = dS^T Q / sqrt(D): the fast version also scales dS before
@@ -324,8 +265,8 @@ def test_attention_fast_matches_plain(case, dropout_p, requires_grad, dtype, see
     q, k, v, hidden = case
     mask = on(device, hidden)
     (out_p, grads_p), (out_f, grads_f), g = both(
-        attention_of(attn.attention_plain, mask, dropout_p),
-        attention_of(attn.attention_fast, mask, dropout_p),
+        attention_of(F.attention.plain, mask, dropout_p),
+        attention_of(fast_attention.attention, mask, dropout_p),
         [q, k, v],
         dtype,
         device,
@@ -356,6 +297,6 @@ def test_attention_plain_gradcheck(case, dropout_p, seed, device):
 
     def fn(q, k, v):
         ml.manual_seed(seed)  # the same dropout mask on every evaluation
-        return attn.attention_plain(q, k, v, mask, dropout_p, True)
+        return F.attention.plain(q, k, v, mask, dropout_p, True)
 
     check_grads(fn, [q, k, v], device)

@@ -28,6 +28,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import minilora as ml
 from minilora.gradcheck import gradcheck
 from minilora.lora import LoRAConfig, LoRALinear, inject_lora, lora_layers
 from minilora.nn import Linear, Module
@@ -166,6 +167,25 @@ def test_gradcheck_catches_a_wrong_scaling():
 
     with pytest.raises(AssertionError):
         gradcheck(wrong, [Tensor(rng.normal(size=(2, 4)), requires_grad=True), B])
+
+
+# ---- seeded injection draws from its own generator only --------------------------------------
+
+
+def test_seeded_injection_leaves_the_global_generator_where_it_was():
+    """inject_lora(..., generator=g) draws A from g alone; B = 0 draws nothing. (Before
+    0.x, B was a Linear whose random start, drawn from the global generator and then
+    zeroed, moved the global random state: the next dropout mask changed.)"""
+    model = GPT(
+        GPTConfig(vocab_size=5, block_size=4, n_layer=2, n_head=1, d_model=4),
+        generator=np.random.default_rng(0),
+    )
+    ml.manual_seed(123)
+    expected = np.random.default_rng(123).random(3)  # the global generator's next draws
+    inject_lora(model, LoRAConfig(r=2), generator=np.random.default_rng(7))
+    np.testing.assert_array_equal(ml.creation.default_generator().random(3), expected)
+    for layer in lora_layers(model).values():
+        assert not np.any(layer.lora_B["default"].weight.data)  # B = 0
 
 
 # ---- proof 5 (one layer): merge, unmerge, and their guards ----------------------------------

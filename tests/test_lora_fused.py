@@ -1,4 +1,4 @@
-"""The fused LoRA op (minilora.lora_fused.lora_linear) against Eq. 3 as LoRALinear writes it.
+"""The fused LoRA op (minilora.fast.lora.lora_linear) against Eq. 3 as LoRALinear writes it.
 
 The fast path is the default only because these tests hold it equal to the plain
 composition base(x) + s B A dropout(x): the forward bit for bit, the gradients to a few
@@ -16,13 +16,13 @@ from test_lora import F32_RTOL, F64_RTOL, SEEDS, assert_close, parts
 
 import minilora as ml
 from minilora import functional as F
+from minilora.fast.lora import lora_linear
 from minilora.lora import LoRAConfig, LoRALinear
-from minilora.lora_fused import lora_linear
 from minilora.nn import Linear
 from minilora.tensor import Tensor
 
 
-# ---- the fast path: lora_fused.lora_linear against Eq. 3 as the layer writes it ----------------
+# ---- the fast path: fast.lora.lora_linear against Eq. 3 as the layer writes it ----------------
 @pytest.mark.parametrize("with_bias", [True, False])
 @pytest.mark.parametrize("dropout_p", [0.0, 0.4])
 @given(

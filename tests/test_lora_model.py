@@ -23,8 +23,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minilora import functional, lora_fused, ops
+from minilora import functional, ops
 from minilora import lora as L
+from minilora.fast import attention as fast_attention
+from minilora.fast import lora as fast_lora
 from minilora.nn import Linear
 from minilora.optim import AdamW
 from minilora.tensor import no_grad
@@ -149,7 +151,7 @@ def test_first_step_moves_only_B_and_the_second_moves_A(case, weight_decay):
 
 # ---- proof 4: frozen weights cost no gradient and no optimizer state ---------------------------
 class CountingMM:
-    """Wraps ops.mm (and functional's and lora_fused's copies of it) and records the shape
+    """Wraps ops.mm (and the copies functional and the fast twins imported) and records the shape
     of every product that computes a weight gradient: a 2-D product neither of whose operands is a
     parameter. (dL/dx = G W multiplies by a parameter; dL/dW = G^T X multiplies two
     activations; attention's products are 4-D.)"""
@@ -172,7 +174,8 @@ def backward_products(model, idx, targets):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(ops, "mm", counter)
         mp.setattr(functional, "mm", counter)  # functional did `from minilora.ops import mm`
-        mp.setattr(lora_fused, "mm", counter)  # and so did the fused LoRA layer (the fast path)
+        mp.setattr(fast_lora, "mm", counter)  # and so did the fused LoRA layer (the fast twin)
+        mp.setattr(fast_attention, "mm", counter)
         loss.backward()
     return counter.shapes
 

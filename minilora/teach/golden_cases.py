@@ -103,12 +103,12 @@ def ref_layer_norm_backward(i, device):
     seed=201,
     signature="lora_forward(x, W0, b, A, B, alpha, r) -> h",
     formula="rows of x are inputs; h = x W0^T + b + (alpha / r) (x A^T) B^T (paper, Eq. 3)",
-    function="minilora.lora_fused.lora_linear",
+    function="minilora.fast.lora.lora_linear",
     inputs=_lora_inputs("x", "W0", "b", "A", "B", "alpha", "r"),
     exercise=NB2,
 )
 def ref_lora_forward(i, device):
-    from minilora.lora_fused import lora_linear
+    from minilora.fast.lora import lora_linear
 
     args = [_t(i[k], device) for k in ("x", "W0", "b", "A", "B")]
     return {"h": _np(lora_linear(*args, float(i["alpha"]) / int(i["r"])))}
@@ -120,12 +120,12 @@ def ref_lora_forward(i, device):
     signature="lora_backward(x, W0, A, B, G, alpha, r) -> (grad_x, grad_A, grad_B)",
     formula="s = alpha / r, G = dL/dh; grad_x = G W0 + s (G B) A, grad_A = s (G B)^T x, "
     "grad_B = s G^T (x A^T)",
-    function="minilora.lora_fused.lora_linear (backward)",
+    function="minilora.fast.lora.lora_linear (backward)",
     inputs=_lora_inputs("x", "W0", "A", "B", "G", "alpha", "r"),
     exercise=NB2,
 )
 def ref_lora_backward(i, device):
-    from minilora.lora_fused import lora_linear
+    from minilora.fast.lora import lora_linear
 
     x, A, B = (_t(i[k], device, True) for k in ("x", "A", "B"))
     h = lora_linear(x, _t(i["W0"], device), None, A, B, float(i["alpha"]) / int(i["r"]))

@@ -44,6 +44,7 @@ import time
 from pathlib import Path
 
 from minilora.teach.student import (
+    LEFT_OUT_FOLDERS,
     PACKAGE,
     PARTS,
     marked_parts,
@@ -76,15 +77,15 @@ def hybrid(student_pkg: Path, part: str, root: Path, reference=None) -> list[str
     others = set(PARTS) - {part}
     notes = []
     for rel, ref_source in reference.items():
-        if not regions(ref_source, rel):
-            continue
+        if not regions(ref_source, rel) or rel.split("/")[0] in LEFT_OUT_FOLDERS:
+            continue  # no region, or a folder the student package leaves out (fast/)
         path = target / rel
         if not path.is_file():
             notes.append(f"minilora/{rel} is missing")
             continue
         new, missing = transplant(path.read_text(), ref_source, others)
-        # the part's own ANSWER regions (its fast path) stay stubs: grading never runs
-        # reference code for the part it grades, whatever the student's copy holds there
+        # the part's own ANSWER regions stay stubs: grading never runs reference code for
+        # the part it grades, whatever the student's copy holds there
         path.write_text(strip_source(new, {part}, roles=("ANSWER",)))
         notes += [f"the markers of {p} in minilora/{rel} are missing" for p in missing]
     return notes

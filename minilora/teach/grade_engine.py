@@ -203,11 +203,11 @@ def check_unbroadcast():
 
 
 def check_unbroadcast_through_add():
-    from minilora.broadcasting import add_plain
+    from minilora.ops import add
 
     rng = np.random.default_rng(2)
     a, b = rng.standard_normal((2, 3, 4)), rng.standard_normal((3, 1))
-    check_op_gradient(add_plain, [a, b], rng, "add (broadcast)", ["a", "b"])
+    check_op_gradient(add, [a, b], rng, "add (broadcast)", ["a", "b"])
 
 
 # ---- matmul_backward --------------------------------------------------------------------------
@@ -305,12 +305,12 @@ def _layer_norm(x, w, b, eps=1e-5):
 
 
 def check_layer_norm_forward():
-    from minilora.functional import layer_norm_plain
+    from minilora.functional import layer_norm
     from minilora.tensor import Tensor
 
     rng = np.random.default_rng(8)
     x, w, b = rng.standard_normal((2, 3, 5)), rng.standard_normal(5), rng.standard_normal(5)
-    got = layer_norm_plain(Tensor(x), Tensor(w), Tensor(b)).data
+    got = layer_norm(Tensor(x), Tensor(w), Tensor(b)).data
     mu0 = x.mean(0, keepdims=True)
     wrong_axis = (x - mu0) / np.sqrt(((x - mu0) ** 2).mean(0, keepdims=True) + 1e-5) * w + b
     biased = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, ddof=1, keepdims=True) + 1e-5)
@@ -323,22 +323,22 @@ def check_layer_norm_forward():
             (biased * w + b, "variance with n - 1: layer norm divides by n"),
         ],
     )
-    got = layer_norm_plain(Tensor(x), None, None).data
+    got = layer_norm(Tensor(x), None, None).data
     diagnose(got, _layer_norm(x, 1.0, 0.0), "layer_norm without weight and bias")
     flat = np.ones((2, 5))
-    got = layer_norm_plain(Tensor(flat), None, None).data
+    got = layer_norm(Tensor(flat), None, None).data
     if not np.all(np.isfinite(got)):
         fail("layer_norm of a constant row is NaN: add eps to the variance inside the sqrt")
 
 
 def check_layer_norm_backward():
-    from minilora.functional import layer_norm_plain
+    from minilora.functional import layer_norm
 
     rng = np.random.default_rng(9)
     x, w, b = rng.standard_normal((2, 3, 5)), rng.standard_normal(5), rng.standard_normal(5)
-    check_op_gradient(layer_norm_plain, [x, w, b], rng, "layer_norm", ["x", "weight", "bias"])
+    check_op_gradient(layer_norm, [x, w, b], rng, "layer_norm", ["x", "weight", "bias"])
     check_op_gradient(
-        lambda t: layer_norm_plain(t, None, None), [x[0]], rng, "layer_norm (no w, b)", ["x"]
+        lambda t: layer_norm(t, None, None), [x[0]], rng, "layer_norm (no w, b)", ["x"]
     )
 
 

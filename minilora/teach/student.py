@@ -8,18 +8,17 @@ the lines between a comment line ``# BEGIN STUDENT: <part>`` and the comment lin
 every marked region by ``raise NotImplementedError("<part>: ...")`` at the marker's
 indentation, keeping the markers, the signatures, the docstrings and the comments around
 them. It writes ``OUT_DIR/README.md`` for students (the parts, in order, with the file and
-function of each and how to check them). In the copy the fast paths are off by default
-(``backend.FAST_PATHS_DEFAULT = "0"``), so the plain code that students write is what runs;
+function of each and how to check them). The copy leaves out minilora/fast/ (the faster
+twins of a few ops), so the formulas that students write are what runs;
 the grader (``minilora.teach.grade*``) is left out of the copy, since its checks spell out
 the answers. Students put ``OUT_DIR`` first on ``PYTHONPATH`` (or ``pip install -e``
 a copy with the project's ``pyproject.toml``) and fill in the parts.
 
 A second kind of region, ``# BEGIN ANSWER: <part>`` / ``# END ANSWER: <part>``, marks
 code that is not what students write but would give a part's answer away: the fast
-paths (``lora_fused.lora_linear`` spells out Eq. 3, ``layer_norm_fast`` layer norm's
-backward, ``attention_fast`` softmax's). The copy replaces those regions too, by
-``raise NotImplementedError("<part>: the fast path is not in the student package ...")``;
-nothing the copy runs with the fast paths off reaches them. The grader puts the
+twins (``fast/lora.py`` spells out Eq. 3, ``fast/norms.py`` layer norm's backward,
+``fast/attention.py`` softmax's). The copy leaves their folder out; a copy that kept it
+would find those regions stubbed. The grader puts the
 reference back into the ANSWER regions of every part but the one it grades, and stubs
 that part's own (so no reference code for a part ever runs while it is graded).
 
@@ -40,8 +39,8 @@ MARKER = re.compile(
     r"^(?P<indent>[ \t]*)# (?P<kind>BEGIN|END) (?P<role>STUDENT|ANSWER): (?P<part>[a-z_]+)\s*$"
 )
 ROLES = ("STUDENT", "ANSWER")  # what students write; code elsewhere that would reveal it
-FAST_DEFAULT = ('FAST_PATHS_DEFAULT = "1"', 'FAST_PATHS_DEFAULT = "0"')
 LEFT_OUT = ("grade*.py",)  # in teach/: the grader's checks would give the answers away
+LEFT_OUT_FOLDERS = ("fast",)  # the fast twins: the formulas students write run instead
 
 # part id: (file, where, what to write). In the order a course meets them.
 PARTS = {
@@ -64,7 +63,7 @@ PARTS = {
     "softmax": ("functional.py", "softmax", "the stable softmax along `axis` and its backward"),
     "layer_norm": (
         "functional.py",
-        "layer_norm_plain",
+        "layer_norm",
         "layer norm over the last axis, forward and backward (x, weight, bias)",
     ),
     "lora_init": ("lora.py", "LoRALinear.add_adapter", "A random, B zero, so dW = B A = 0"),
@@ -217,6 +216,8 @@ def marked_parts(root: Path = PACKAGE, roles=("STUDENT",)) -> dict[str, list[str
 
 def _ignore(directory, names):
     left_out = {"__pycache__"}
+    if (Path(directory) / "__init__.py").exists() and Path(directory).name == "minilora":
+        left_out |= set(LEFT_OUT_FOLDERS) & set(names)
     if Path(directory).name == "teach":
         left_out |= {n for n in names if any(Path(n).match(p) for p in LEFT_OUT)}
     return left_out
@@ -236,10 +237,6 @@ def make_student_package(out_dir, source: Path = PACKAGE) -> dict[str, list[str]
     shutil.copytree(source, target, ignore=_ignore)
     for rel, text in package_sources(target).items():
         stripped = strip_source(text)
-        if rel == "backend.py":
-            if FAST_DEFAULT[0] not in stripped:
-                raise RuntimeError(f"backend.py has no line {FAST_DEFAULT[0]!r} to switch off")
-            stripped = stripped.replace(*FAST_DEFAULT)
         if stripped != text:
             (target / rel).write_text(stripped)
     parts = marked_parts(source)

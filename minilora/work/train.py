@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from minilora import backend
 from minilora.creation import manual_seed
 from minilora.optim import AdamW, clip_grad_norm, cosine_lr
 from minilora.tensor import no_grad
+from minilora.work.memory import tune_malloc
 
 
 class TrainingDiverged(RuntimeError):
@@ -129,7 +129,7 @@ def train(model, get_batch, config: TrainConfig, out_dir=None, save=None) -> Tra
 
     if save is None:
         from minilora.work.io import save_model as save
-    backend.tune_malloc()  # long work starts here (see backend.tune_malloc)
+    tune_malloc()  # long work starts here (see minilora.work.memory)
     manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     optimizer = make_optimizer(model, config)

@@ -1,19 +1,33 @@
-"""The fast path of the LoRA layer: Eq. 3 as one op with the paper's gradients written out.
+"""Fast twin of ``LoRALinear.forward``: Eq. 3 as one op with the paper's gradients written out.
 
 ``LoRALinear.forward`` (lora.py) reads as the paper writes the layer,
 ``base(x) + scaling * B(A(dropout(x)))``: four engine ops, each with its own
 backward, and three (N x d_out) arrays kept for the backward pass. This file
 computes the same thing as one op. Its forward is the same arithmetic in the
-same order, so its output equals the composition bit for bit (tests/test_lora.py
-holds it to that); its backward is the formulas of section 4 of the paper, and it
-keeps only A z (N x r) for them. ``minilora.fast_paths(False)`` turns it off.
+same order, so its output equals the composition bit for bit
+(tests/test_lora_fused.py holds it to that); its backward is the formulas of
+section 4 of the paper, and it keeps only A z (N x r) for them.
 """
 
 from __future__ import annotations
 
-from minilora.functional import dropout_mask
-from minilora.ops import mm, operands
+from minilora.broadcasting import operands
+from minilora.creation import dropout_mask
+from minilora.lora import LoRALinear
+from minilora.ops import mm
 from minilora.tensor import Tensor, make_result
+
+
+def forward(layer: LoRALinear, x: Tensor) -> Tensor:
+    """``LoRALinear.forward`` with the adapter's sum as one op (``lora_linear``)."""
+    name = layer.active_adapter
+    if layer.merged or layer.disabled or name is None:
+        return LoRALinear.forward.plain(layer, x)
+    config, base = layer.configs[name], layer.base_layer
+    A, B = layer.lora_A[name].weight, layer.lora_B[name].weight
+    return lora_linear(
+        x, base.weight, base.bias, A, B, config.scaling, config.dropout, layer.training
+    )
 
 
 def lora_linear(
@@ -39,8 +53,6 @@ def lora_linear(
     While B = 0, G B = 0 and so dL/dA = 0: at the first step only B moves. As one
     op it keeps just Z A^T (N x r) for backward, instead of three (N x d_out)
     intermediates, and it is bit-for-bit the same arithmetic as the layers composed.
-    In the student package (``minilora course make``) its body is a stub, since it would
-    give ``lora_forward`` away; the fast paths are off there, so nothing calls it.
     """
     x, weight = operands(x, weight, "lora_linear")
     for t in (bias, lora_A, lora_B):
