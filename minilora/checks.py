@@ -3,7 +3,7 @@
 Each op calls its check once, before its formula; a check returns the arguments it
 normalises (axes, integer targets) or raises an error that names the op, the argument,
 its value and what was expected. A learner can skip this file: nothing here is math.
-(The checks of the LoRA layer live with it, in lora.py and lora_config.py.)
+(The checks of the adapters live with them, in the method's own files.)
 """
 
 from __future__ import annotations
@@ -59,7 +59,9 @@ def seed_gradient(tensor, grad):
         return xp.ones_like(tensor.data)
     grad = xp.asarray(values(grad), dtype=tensor.dtype)
     if grad.shape != tensor.shape:
-        raise ValueError(f"backward(grad=...): grad has shape {grad.shape}, expected {tensor.shape}")
+        raise ValueError(
+            f"backward(grad=...): grad has shape {grad.shape}, expected {tensor.shape}"
+        )
     return grad
 
 
@@ -129,7 +131,9 @@ def split_sizes(length: int, sizes) -> list[int]:
             raise ValueError(f"split: cannot cut length {length} into {sizes} equal pieces")
         return [length // sizes] * sizes
     if builtins.sum(sizes) != length:
-        raise ValueError(f"split: sizes {list(sizes)} add up to {builtins.sum(sizes)}, not {length}")
+        raise ValueError(
+            f"split: sizes {list(sizes)} add up to {builtins.sum(sizes)}, not {length}"
+        )
     return list(sizes)
 
 

@@ -17,7 +17,7 @@ import math
 
 import numpy as np
 
-from minilora import backend, ops
+from minilora import backend, checks, ops
 from minilora.backend import fast_twin
 from minilora.broadcasting import operands
 from minilora.creation import dropout_mask
@@ -32,7 +32,9 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     dL/db = sum of G's rows. A frozen W (requires_grad False) skips the
     G^T x product entirely: this is where adapter training saves its time.
     """
-    x, weight = check_linear(x, weight, bias)
+    x, weight = operands(x, weight, "linear")
+    check_params(x, (bias,), "linear")
+    checks.linear_shapes(x, weight)
     x_rows = x.data.reshape(-1, x.shape[-1])  # (N, in): every leading dim is a row
     out = mm(x_rows, weight.data.T)  # (N, out)
     if bias is not None:
@@ -85,7 +87,7 @@ def cross_entropy(logits: Tensor, targets, ignore_index: int = -100) -> Tensor:
     When every target is ignored the loss is 0 and so is the gradient.
     """
     xp = backend.get_array_module(logits.data)
-    t = check_targets(logits, targets, ignore_index).reshape(-1)
+    t = checks.class_targets(logits, targets, ignore_index).reshape(-1)
     z = logits.data.reshape(-1, logits.shape[-1])  # (N, C)
     valid = t != ignore_index
     safe_t = xp.where(valid, t, 0)
@@ -216,8 +218,7 @@ def dropout(x: Tensor, p: float, training: bool = True, generator=None) -> Tenso
     Off (the identity) when ``training`` is False or p == 0. The mask comes from
     ``dropout_mask`` (the same mask for a seed on every device).
     """
-    if not 0.0 <= p < 1.0:
-        raise ValueError(f"dropout: p={p} must be in [0, 1)")
+    checks.probability(p, "dropout")
     if not training or p == 0.0:
         return x
     keep = dropout_mask(x.shape, p, x.dtype, x.device, generator)
@@ -227,7 +228,7 @@ def dropout(x: Tensor, p: float, training: bool = True, generator=None) -> Tenso
 def embedding(weight: Tensor, indices) -> Tensor:
     """Rows of ``weight`` picked by integer ``indices``; backward scatter-adds into those rows."""
     xp = backend.get_array_module(weight.data)
-    idx = check_indices(weight, indices)
+    idx = checks.row_indices(weight, indices)
     out = weight.data[idx]
 
     def backward(g):
@@ -246,50 +247,3 @@ def check_params(x: Tensor, params, op: str) -> None:
     for param in params:
         if param is not None:
             operands(x, param, op)
-
-
-def check_linear(x, weight: Tensor, bias) -> tuple[Tensor, Tensor]:
-    x, weight = operands(x, weight, "linear")
-    check_params(x, (bias,), "linear")
-    if x.shape[-1] != weight.shape[-1]:
-        raise ValueError(
-            f"linear: input's last dim is {x.shape[-1]} but weight {weight.shape} "
-            f"expects in_features={weight.shape[-1]}"
-        )
-    return x, weight
-
-
-def check_targets(logits: Tensor, targets, ignore_index: int):
-    """``targets`` as an integer array of logits' shape without its last axis, each a class."""
-    xp = backend.get_array_module(logits.data)
-    t = xp.asarray(targets.data if isinstance(targets, Tensor) else targets)
-    if t.dtype.kind not in "iu":
-        raise TypeError(f"cross_entropy: targets must be integer class indices, got {t.dtype}")
-    if t.shape != logits.shape[:-1]:
-        raise ValueError(
-            f"cross_entropy: targets of shape {t.shape} do not match logits {logits.shape} "
-            "(expected the logits' shape without its last, class, dimension)"
-        )
-    classes = logits.shape[-1]
-    bad = (t != ignore_index) & ((t < 0) | (t >= classes))
-    if bool(bad.any()):
-        raise IndexError(
-            f"cross_entropy: target {int(t[bad][0])} is outside [0, {classes}) "
-            f"(and is not ignore_index={ignore_index})"
-        )
-    return t
-
-
-def check_indices(weight: Tensor, indices):
-    """``indices`` as an integer array whose every entry is a row of ``weight``."""
-    xp = backend.get_array_module(weight.data)
-    idx = xp.asarray(indices.data if isinstance(indices, Tensor) else indices)
-    if idx.dtype.kind not in "iu":
-        raise TypeError(f"embedding: indices must be integers, got {idx.dtype}")
-    rows = weight.shape[0]
-    if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= rows):
-        raise IndexError(
-            f"embedding: index {int(idx.max()) if int(idx.max()) >= rows else int(idx.min())} "
-            f"is outside [0, {rows}) (the table has {rows} rows)"
-        )
-    return idx

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from minilora import backend
+from minilora import backend, checks
 from minilora import functional as F
 from minilora.creation import default_generator
 from minilora.tensor import Tensor
@@ -123,22 +123,7 @@ class Module:
         mismatch, raises a KeyError that lists them all.
         """
         own = dict(self.named_parameters())
-        missing = [k for k in own if k not in state]
-        unexpected = [k for k in state if k not in own]
-        mismatched = [
-            f"{k}: checkpoint {tuple(state[k].shape)}, model {own[k].shape}"
-            for k in own
-            if k in state and tuple(state[k].shape) != own[k].shape
-        ]
-        if mismatched or (strict and (missing or unexpected)):
-            lines = [f"load_state_dict into {type(self).__name__} failed:"]
-            if missing:
-                lines.append(f"  missing keys: {missing}")
-            if unexpected:
-                lines.append(f"  unexpected keys: {unexpected}")
-            if mismatched:
-                lines.append(f"  shape mismatches: {mismatched}")
-            raise KeyError("\n".join(lines))
+        missing, unexpected = checks.state_dict_fits(self, own, state, strict)
         for name, p in own.items():
             if name in state:
                 value = state[name]  # a Tensor or an array (an array's .data is not its values)
@@ -216,8 +201,7 @@ class Dropout(Module):
     """Inverted dropout with probability ``p`` while training; the identity in eval mode."""
 
     def __init__(self, p: float = 0.0):
-        if not 0.0 <= p < 1.0:
-            raise ValueError(f"Dropout: p={p} must be in [0, 1)")
+        checks.probability(p, "Dropout")
         self.p = p
 
     def forward(self, x: Tensor) -> Tensor:

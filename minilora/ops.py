@@ -22,7 +22,7 @@ import builtins
 
 import numpy as np
 
-from minilora import backend
+from minilora import backend, checks
 from minilora.broadcasting import broadcast_shape, operands, unbroadcast
 from minilora.tensor import Tensor, make_result
 
@@ -32,16 +32,6 @@ from minilora.tensor import Tensor, make_result
 def mm(x, y):
     """Every matrix product of the engine goes through here (tests count the calls)."""
     return x @ y
-
-
-def _axes(axis, ndim: int, op: str) -> tuple:
-    if axis is None:
-        return tuple(range(ndim))
-    axes = (axis,) if isinstance(axis, int) else tuple(axis)
-    for ax in axes:
-        if not -ndim <= ax < builtins.max(ndim, 1):
-            raise ValueError(f"{op}: axis {ax} is out of range for a tensor with {ndim} dims")
-    return tuple(sorted(ax % builtins.max(ndim, 1) for ax in axes))
 
 
 # ---- elementwise ----------------------------------------------------------------
@@ -97,8 +87,7 @@ def neg(a: Tensor) -> Tensor:
 
 def pow(a: Tensor, exponent: float) -> Tensor:
     """a ** exponent for a constant (Python number) exponent."""
-    if isinstance(exponent, Tensor) or not np.isscalar(exponent):
-        raise TypeError(f"pow: exponent must be a number, got {type(exponent).__name__}")
+    checks.exponent(exponent)
     out = a.data**exponent
     return make_result(out, (a,), lambda g: (g * exponent * a.data ** (exponent - 1),), "pow")
 
@@ -139,13 +128,7 @@ def matmul(a, b) -> Tensor:
     gradient are computed.
     """
     a, b = operands(a, b, "matmul")
-    if a.ndim < 2 or b.ndim < 2:
-        raise ValueError(f"matmul: inputs must be at least 2-D, got shapes {a.shape} and {b.shape}")
-    if a.shape[-1] != b.shape[-2]:
-        raise ValueError(
-            f"matmul: inner dimensions differ: {a.shape} @ {b.shape} "
-            f"(a's last dim {a.shape[-1]} must equal b's second-to-last {b.shape[-2]})"
-        )
+    checks.matmul_shapes(a, b)
     broadcast_shape("matmul (batch dimensions)", a.shape[:-2], b.shape[:-2])
     out = mm(a.data, b.data)
 
@@ -166,7 +149,7 @@ def matmul(a, b) -> Tensor:
 
 
 def sum(a: Tensor, axis=None, keepdims: bool = False) -> Tensor:
-    axes = _axes(axis, a.ndim, "sum")
+    axes = checks.axes(axis, a.ndim, "sum")
     out = a.data.sum(axis=axes, keepdims=keepdims)
     kept = tuple(1 if i in axes else n for i, n in enumerate(a.shape))
 
@@ -178,14 +161,14 @@ def sum(a: Tensor, axis=None, keepdims: bool = False) -> Tensor:
 
 
 def mean(a: Tensor, axis=None, keepdims: bool = False) -> Tensor:
-    axes = _axes(axis, a.ndim, "mean")
+    axes = checks.axes(axis, a.ndim, "mean")
     count = int(np.prod([a.shape[i] for i in axes]))
     return mul(sum(a, axes, keepdims), 1.0 / builtins.max(count, 1))
 
 
 def max(a: Tensor, axis=None, keepdims: bool = False) -> Tensor:
     """Maximum over axes; the gradient is shared equally among tied maxima."""
-    axes = _axes(axis, a.ndim, "max")
+    axes = checks.axes(axis, a.ndim, "max")
     if a.size == 0:
         raise ValueError(f"max: the input of shape {a.shape} is empty")
     kept_values = a.data.max(axis=axes, keepdims=True)
@@ -208,35 +191,18 @@ def max(a: Tensor, axis=None, keepdims: bool = False) -> Tensor:
 
 def reshape(a: Tensor, shape) -> Tensor:
     shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
-    try:
-        out = a.data.reshape(shape)
-    except (ValueError, TypeError):
-        raise ValueError(
-            f"reshape: cannot reshape {a.shape} ({a.size} elements) into {shape}; expected "
-            "integer sizes whose product is the element count (one of them may be -1)"
-        ) from None
+    out = checks.reshaped(a.data, shape)
     return make_result(out, (a,), lambda g: (g.reshape(a.shape),), "reshape")
 
 
 def transpose(a: Tensor, axis1: int = -2, axis2: int = -1) -> Tensor:
-    for name, axis in (("axis1", axis1), ("axis2", axis2)):
-        if not isinstance(axis, (int, np.integer)) or not -a.ndim <= axis < a.ndim:
-            raise ValueError(
-                f"transpose: {name}={axis!r} is out of range for a tensor of shape {a.shape}; "
-                f"expected an integer in [{-a.ndim}, {a.ndim})"
-            )
+    checks.axis_pair(a.shape, axis1, axis2)
     out = a.data.swapaxes(axis1, axis2)
     return make_result(out, (a,), lambda g: (g.swapaxes(axis1, axis2),), "transpose")
 
 
 def permute(a: Tensor, axes) -> Tensor:
-    axes = (axes,) if isinstance(axes, (int, np.integer)) else tuple(axes)  # a.permute(0) on 1-D
-    in_range = all(isinstance(ax, (int, np.integer)) and -a.ndim <= ax < a.ndim for ax in axes)
-    if not in_range or sorted(ax % a.ndim for ax in axes) != list(range(a.ndim)):
-        raise ValueError(
-            f"permute: axes {axes} are not a permutation of the {a.ndim} axes of a tensor of "
-            f"shape {a.shape}; expected each of 0..{a.ndim - 1} once (negative counts from the end)"
-        )
+    axes = checks.permutation(a.shape, axes)
     inverse = tuple(np.argsort([ax % a.ndim for ax in axes]))
     out = a.data.transpose(axes)
     return make_result(out, (a,), lambda g: (g.transpose(inverse),), "permute")
@@ -310,15 +276,7 @@ def stack(tensors, axis: int = 0) -> Tensor:
 
 def split(a: Tensor, sizes, axis: int = -1) -> list[Tensor]:
     """Cut ``a`` along ``axis`` into pieces of the given sizes (or N equal pieces)."""
-    length = a.shape[axis]
-    if isinstance(sizes, int):
-        if sizes <= 0 or length % sizes:
-            raise ValueError(f"split: cannot cut length {length} into {sizes} equal pieces")
-        sizes = [length // sizes] * sizes
-    if builtins.sum(sizes) != length:
-        raise ValueError(
-            f"split: sizes {list(sizes)} add up to {builtins.sum(sizes)}, not {length}"
-        )
+    sizes = checks.split_sizes(a.shape[axis], sizes)
     starts = np.cumsum([0, *sizes]).tolist()
     lead = (slice(None),) * (axis % a.ndim)
     return [getitem(a, (*lead, slice(s, e))) for s, e in zip(starts[:-1], starts[1:])]

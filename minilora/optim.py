@@ -15,26 +15,8 @@ momentum in [0, 1), eps finite and > 0.
 from __future__ import annotations
 
 import math
-import numbers
 
-from minilora import backend
-
-# What each hyperparameter may be: anything else is refused by name at construction
-# (a negative lr climbs the loss, a NaN one turns every weight into NaN, beta >= 1 never forgets).
-_RULES = {
-    "lr": (lambda v: 0 <= v < math.inf, "a finite number >= 0"),
-    "momentum": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
-    "weight_decay": (lambda v: 0 <= v < math.inf, "a finite number >= 0"),
-    "eps": (lambda v: 0 < v < math.inf, "a finite number > 0"),
-    "beta": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
-}
-
-
-def check_hyperparameter(owner: str, name: str, value) -> None:
-    """Raise ValueError naming ``name`` and ``value`` unless the value is allowed."""
-    ok, expected = _RULES["beta" if name.startswith("betas") else name]
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not ok(value):
-        raise ValueError(f"{owner}: {name}={value!r}; expected {expected}")
+from minilora import backend, checks
 
 
 def _param_groups(params, defaults: dict) -> list[dict]:
@@ -56,15 +38,7 @@ class Optimizer:
         several = len(self.param_groups) > 1
         for i, group in enumerate(self.param_groups):
             owner = type(self).__name__ + (f" (param group {i})" if several else "")
-            for name in defaults:
-                if name != "betas":
-                    check_hyperparameter(owner, name, group[name])
-                    continue
-                betas = group[name]
-                if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-                    raise ValueError(f"{owner}: betas={betas!r}; expected a pair (beta1, beta2)")
-                for j, beta in enumerate(betas):
-                    check_hyperparameter(owner, f"betas[{j}]", beta)
+            checks.param_group(owner, group, defaults)
         self.state: dict[int, dict] = {}  # id(param) -> its state arrays
         self.step_count = 0
 
@@ -73,7 +47,7 @@ class Optimizer:
         return [p for g in self.param_groups for p in g["params"]]
 
     def set_lr(self, lr: float) -> None:
-        check_hyperparameter(f"{type(self).__name__}.set_lr", "lr", lr)
+        checks.hyperparameter(f"{type(self).__name__}.set_lr", "lr", lr)
         for group in self.param_groups:
             group["lr"] = lr
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from minilora import backend
+from minilora import backend, checks
 
 _grad_enabled = True
 
@@ -143,7 +143,7 @@ class Tensor:
                 omitted only when ``self`` has one element (it is then 1).
             retain_graph: keep the graph so that backward can be called again.
         """
-        grad = self._seed_gradient(grad)  # dL/dself: ones for a scalar, else the given one
+        grad = checks.seed_gradient(self, grad)  # dL/dself: 1 for a scalar, else the given one
         # BEGIN STUDENT: backward
         pending = {id(self): grad}  # gradients flowing into nodes not yet visited
         for node in reversed(_topological_order(self)):
@@ -169,32 +169,6 @@ class Tensor:
             if not retain_graph:
                 node._backward, node._parents = None, ()
         # END STUDENT: backward
-
-    def _seed_gradient(self, grad):
-        """The gradient ``backward`` starts from, checked: 1 for a scalar, else ``grad``."""
-        if not self.requires_grad:
-            raise RuntimeError(
-                "backward() called on a tensor that does not require grad: none of its inputs "
-                "has requires_grad=True (or it was computed inside no_grad())"
-            )
-        xp = backend.get_array_module(self.data)
-        if grad is None:
-            if self.data.size != 1:
-                raise RuntimeError(
-                    f"backward() on a non-scalar tensor of shape {self.shape} needs grad=, "
-                    "the gradient of the final scalar with respect to this tensor"
-                )
-            return xp.ones_like(self.data)
-        grad = xp.asarray(grad.data if isinstance(grad, Tensor) else grad, dtype=self.dtype)
-        if grad.shape != self.shape:
-            raise ValueError(
-                f"backward(grad=...): grad has shape {grad.shape}, expected {self.shape}"
-            )
-        return grad
-
-    # The operators (a + b, a @ b, a[i], a.sum(), ...) are the ops of ops.py, which binds
-    # them to Tensor when it is imported (``import minilora`` does): the engine's import
-    # graph goes one way, ops -> tensor.
 
 
 def _topological_order(root: Tensor) -> list[Tensor]:
@@ -224,24 +198,10 @@ def as_array(data, dtype=None, device=None):
     """``data`` (an array, a nested list or a number) as an array of real numbers on ``device``.
 
     Arrays keep their dtype unless ``dtype`` is given; Python floats default to float32.
-    Strings, objects and complex numbers raise TypeError; ragged lists ValueError.
     """
-    if isinstance(data, Tensor):
-        data = data.data
-    is_array = backend.get_array_module_or_none(data) is not None  # NumPy or CuPy
-    try:
-        given = data.dtype if is_array else np.asarray(data).dtype
-    except ValueError as err:  # ragged nested lists
-        raise ValueError(
-            f"Tensor: data {repr(data)[:60]} is not a rectangular array of numbers ({err})"
-        ) from None
-    for what, dt in (("data " + repr(data)[:60], given), (f"dtype={dtype!r}", dtype)):
-        if dt is not None and np.dtype(dt).kind not in "biuf":
-            raise TypeError(
-                f"Tensor: {what} has dtype {np.dtype(dt)}, which is not numeric; expected "
-                "bool, integer or floating-point numbers"
-            )
-    if is_array:
+    data = data.data if isinstance(data, Tensor) else data
+    given = checks.real_dtype(data, dtype)  # strings, objects, complex, ragged lists raise
+    if backend.get_array_module_or_none(data) is not None:  # a NumPy or CuPy array
         array = data if dtype is None else data.astype(dtype, copy=False)
         return array if device is None else backend.to_device(array, device)
     if dtype is None:  # Python numbers and lists: float32 unless they are integers or bools

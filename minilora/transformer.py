@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from minilora import backend, ops
+from minilora import backend, checks, ops
 from minilora import functional as F
 from minilora.creation import default_generator
 from minilora.nn import Dropout, Embedding, LayerNorm, Linear, Module, ModuleList
@@ -36,15 +36,7 @@ class GPTConfig:
     layer_norm_eps: float = 1e-5
 
     def __post_init__(self):
-        for name in ("vocab_size", "block_size", "n_layer", "n_head", "d_model"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"GPTConfig.{name}={getattr(self, name)!r}: expected an int >= 1")
-        if self.d_model % self.n_head:
-            raise ValueError(
-                f"GPTConfig: d_model={self.d_model} is not divisible by n_head={self.n_head}"
-            )
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"GPTConfig.dropout={self.dropout}: expected a value in [0, 1)")
+        checks.gpt_config(self)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -167,19 +159,9 @@ class GPT(Module):
         ``cache``, ``positions`` and ``key_padding`` serve batched generation
         (see ``generate``); training never needs them.
         """
-        idx = idx.data if isinstance(idx, Tensor) else idx
-        if getattr(idx, "ndim", None) != 2:
-            raise ValueError(
-                f"GPT: idx has shape {getattr(idx, 'shape', type(idx).__name__)}; expected token "
-                "ids of shape (batch, time), e.g. ids[None, :] for one sequence"
-            )
-        B, T = idx.shape
         start = 0 if cache is None else cache.length
-        if start + T > self.config.block_size:
-            raise ValueError(
-                f"GPT: a sequence of {start + T} tokens is longer than "
-                f"block_size={self.config.block_size}"
-            )
+        idx = checks.token_ids(idx, start, self.config.block_size)  # (B, T), fits the context
+        B, T = idx.shape
         xp = backend.get_array_module(self.wte.weight.data)
         if positions is None:
             positions = xp.arange(start, start + T)
@@ -202,7 +184,7 @@ class GPT(Module):
         the last ``block_size`` of them (a sliding window, recomputed per token),
         since it was never trained on longer inputs or later positions.
         """
-        check_sampling(max_new_tokens, temperature, top_k)
+        checks.sampling(max_new_tokens, temperature, top_k)
         idx = idx.data if isinstance(idx, Tensor) else idx  # an array's .data is not its values
         out = np.array(backend.to_numpy(idx), dtype=np.int64)
         if out.ndim == 1:
@@ -229,22 +211,6 @@ class GPT(Module):
                 step_input = out[:, -block:]
         self.train(was_training)
         return out
-
-
-def check_sampling(max_new_tokens, temperature, top_k) -> None:
-    """Refuse what would silently do nothing or sample nonsense (negative lengths, NaN, ...)."""
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)):
-        raise TypeError(f"generate: max_new_tokens={max_new_tokens!r}; expected an integer >= 0")
-    if max_new_tokens < 0:
-        raise ValueError(f"generate: max_new_tokens={max_new_tokens!r}; expected an integer >= 0")
-    if not (isinstance(temperature, (int, float, np.number)) and 0 <= temperature < math.inf):
-        raise ValueError(
-            f"generate: temperature={temperature!r}; expected a finite number >= 0 (0 is greedy)"
-        )
-    if top_k is not None and (
-        isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1
-    ):
-        raise ValueError(f"generate: top_k={top_k!r}; expected None or an integer >= 1")
 
 
 def sample_next(logits: np.ndarray, temperature: float, top_k, rng) -> np.ndarray:

@@ -25,6 +25,7 @@ LAYERS = {
     "engine": [
         "minilora._version",
         "minilora.backend",
+        "minilora.checks",
         "minilora.tensor",
         "minilora.broadcasting",
         "minilora.ops",
