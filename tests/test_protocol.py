@@ -111,8 +111,10 @@ def test_a_recomputed_run_matches_its_record(monkeypatch, tmp_path):
     for key in ("score", "val_score", "best_step", "trainable", "total", "state_bytes"):
         assert again[key] == record[key], key
     assert again["val_loss"] == pytest.approx(record["val_loss"], rel=1e-5)
-    if again["cpu"] == record["cpu"] and again["numpy"] == record["numpy"]:
-        assert again["trained_digest"] == record["trained_digest"]
+    # The trained weights' digest is not compared: the records name the CPU model only ("AMD
+    # EPYC"), and two machines of that name, one with AVX-512 and one with AVX2 (2026-12-07),
+    # pick different BLAS kernels that round differently, so equal bits are not a property
+    # of the code. The score, the best step and the loss above are.
 
 
 def test_every_sweep_runs_in_one_round_and_idle_workers_take_known_cells(tmp_path, monkeypatch):
