@@ -285,3 +285,17 @@ def test_the_readme_tree_matches_the_package():
         )
     folders = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()}
     assert folders == set(tree) - {""}
+
+
+def test_the_readme_reading_order_lists_every_core_file_with_its_length():
+    """README's "Reading order" table: every file of the core, each with its line count now."""
+    readme = (PACKAGE.parent / "README.md").read_text()
+    table = readme.split("**Reading order.**", 1)[1].split("\n\n", 2)[1]
+    rows = [line.split("|") for line in table.splitlines() if line.startswith("| ") and "`" in line]
+    listed = {row[2].strip().strip("`"): int(row[3]) for row in rows}
+    core = {f"{m.split('.')[-1]}.py" for layer in CORE for m in LAYERS[layer]}
+    core = (core - {"_version.py", "checks.py"}) | {"__init__.py"}
+    assert set(listed) == core, set(listed) ^ core
+    for name, lines in listed.items():
+        actual = len((PACKAGE / name).read_text().splitlines())
+        assert lines == actual, f"README says {name} has {lines} lines; it has {actual}"
