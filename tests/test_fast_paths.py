@@ -174,7 +174,7 @@ def test_layer_norm_plain_gradcheck(with_weight, with_bias, shape, data, device)
     check_grads(layer_norm_of(with_weight, with_bias, F.layer_norm.plain), [x, *params], device)
 
 
-# ---- the sums and the scatter-add that the twins use (fast/sums.py) -------------------------
+# ---- the sums that the twins use (fast/sums.py) ---------------------------------------------
 @given(shape=shapes(min_dims=1, max_dims=3, min_side=0), dtype=DTYPES, data=st.data())
 def test_sum_last_and_sum_rows_equal_numpy_sums(shape, dtype, data):
     """Products with a vector of ones: NumPy's sums to TOL of the sum of |terms|."""
@@ -192,27 +192,6 @@ def test_sum_last_and_sum_rows_equal_numpy_sums(shape, dtype, data):
     assert_close(sums.sum_last(a, scale, w), expected, dtype, largest(terms))
     rows = a.reshape(math.prod(shape[:-1]), shape[-1])
     assert_close(sums.sum_rows(rows), rows.sum(axis=0), dtype, largest(np.abs(rows).sum(axis=0)))
-
-
-@given(
-    rows=st.integers(1, 6),
-    n=st.integers(0, 12),
-    cols=st.integers(1, 4),
-    dtype=DTYPES,
-    seed=SEEDS,
-)
-def test_scatter_add_rows_equals_add_at(rows, n, cols, dtype, seed):
-    """Repeated, missing, negative and unsorted indices; the plain version is NumPy's add.at."""
-    rng = np.random.default_rng(seed)
-    index = rng.integers(-rows, rows, n)  # negative indices count from the end, as in NumPy
-    values = rng.standard_normal((n, cols)).astype(dtype)
-    start = rng.standard_normal((rows, cols)).astype(dtype)
-    plain, fast = start.copy(), start.copy()
-    np.add.at(plain, index, values)
-    sums.scatter_add_rows(fast, index, values)
-    terms = np.abs(start).astype(np.float64)
-    np.add.at(terms, index, np.abs(values))
-    assert_close(fast, plain, dtype, largest(terms))
 
 
 # ---- attention -------------------------------------------------------------------------------

@@ -54,15 +54,3 @@ def row_blocks(rows: int, row_size: int, xp=np):
 def as_rows(a):
     """``a`` as a 2-D array of rows (its last axis), a view when it can be."""
     return a.reshape(-1, a.shape[-1]) if a.ndim else a.reshape(1, 1)
-
-
-def scatter_add_rows(target, index, values) -> None:
-    """``backend.scatter_add`` for rows: sort the rows of ``values`` by index, sum each run of
-    equal indices in one ``add.reduceat``, add each sum once (the same sums, in another order)."""
-    if index.size == 0:
-        return
-    index = np.where(index < 0, index + target.shape[0], index)  # -1 and rows - 1: one row
-    order = np.argsort(index, kind="stable")
-    ordered = index[order]
-    starts = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))
-    target[ordered[starts]] += np.add.reduceat(values[order], starts, axis=0)
