@@ -41,10 +41,12 @@ def add_parsers(sub) -> None:
 
     p = sub.add_parser(
         "pretrain",
-        help="pretrain a GPT on the bundled corpus",
+        help="pretrain a GPT on the bundled corpus or on your text files",
         description="Pretrain a character-level GPT on the English text of Python's "
         "documentation (pydoc_data.topics), or with --corpus mixed on that text plus as much "
-        "generated SQL and sentence text, and save it as a checkpoint directory.",
+        "generated SQL and sentence text, or with --text on your own UTF-8 text files (the "
+        "tokenizer is then built from their characters plus printable ASCII; each file's last "
+        "10%% validates), and save it as a checkpoint directory.",
     )
     p.add_argument(
         "--out",
@@ -66,7 +68,15 @@ def add_parsers(sub) -> None:
         default=250,
         help="steps between evaluations (0: at the end)",
     )
-    p.add_argument("--corpus", choices=("pydoc", "mixed"), default="pydoc", help=CORPUS_HELP)
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--corpus", choices=("pydoc", "mixed"), default="pydoc", help=CORPUS_HELP)
+    source.add_argument(
+        "--text",
+        nargs="+",
+        metavar="FILE",
+        default=None,
+        help="your own plain-text files (UTF-8) instead of a bundled corpus",
+    )
     cmd.common_arguments(p)
     cmd.outputs(p, ("out", "--out", "dir"))
 
@@ -167,8 +177,24 @@ def _pretrain(args, command):
             "progress": not args.quiet,
         }
     )
+    text = None
+    if args.text:  # read and checked before any work: a text too short is refused now
+        from minilora.work.text_files import read_pretraining_text
+
+        try:
+            text = read_pretraining_text(args.text)  # errors name the file
+        except (ValueError, OSError) as err:
+            raise CommandError(f"--text {err}") from err
+        with about("--text", " ".join(args.text)):
+            text.check_fits(args.block_size)
     _, _, result = pretrain(
-        model_config, train_config, args.out, command, device=args.device, corpus=args.corpus
+        model_config,
+        train_config,
+        args.out,
+        command,
+        device=args.device,
+        corpus=args.corpus,
+        text=text,
     )
     print(
         f"pretrained {args.steps} steps in {result.seconds:.0f} s: train loss "
