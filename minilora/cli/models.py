@@ -96,6 +96,13 @@ def add_parsers(sub) -> None:
     p.add_argument(
         "--top-k", type=cmd.integer(1), default=None, help="sample among the k most likely only"
     )
+    p.add_argument(
+        "--stop",
+        default=None,
+        metavar="TEXT",
+        help="end the output after the first TEXT the model writes (e.g. a newline, the stop "
+        "sequence of finetune --data)",
+    )
     cmd.common_arguments(p)
 
     p = sub.add_parser(
@@ -212,7 +219,11 @@ def _generate(args, command):
     out = model.generate(
         prompt, args.length, temperature=args.temperature, top_k=args.top_k, seed=args.seed
     )
-    print(tokenizer.decode(out[0]))
+    text = tokenizer.decode(out[0])
+    continuation = tokenizer.decode(out[0, len(prompt) :])
+    if args.stop and args.stop in continuation:  # the prompt's own stops do not count
+        text = tokenizer.decode(prompt) + continuation.split(args.stop)[0] + args.stop
+    print(text)
 
 
 def _merge(args, command):

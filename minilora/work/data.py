@@ -75,6 +75,11 @@ class CharTokenizer:
                 "model, so text must use only characters it was built with"
             ) from None
 
+    def unknown_characters(self, text: str) -> str:
+        """The characters of ``text`` outside the vocabulary, in order (empty: all encodable)."""
+        index = self._index
+        return "".join(c for c in text if c not in index)
+
     def decode(self, ids: Iterable[int] | np.ndarray) -> str:
         """Token ids (any iterable of ints, or an integer array) -> text."""
         ids = np.asarray(ids).reshape(-1)
