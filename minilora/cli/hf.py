@@ -16,7 +16,8 @@ def add_parsers(sub) -> None:
         "export-hf",
         help="write a model (and adapter) for Hugging Face transformers and PEFT",
         description="Convert a minilora model to a Hugging Face GPT-2 checkpoint (config.json, "
-        "model.safetensors, char_tokenizer.json) that "
+        "model.safetensors and the tokenizer: char_tokenizer.json, or for a BPE tokenizer.json "
+        "and tokenizer_config.json, which transformers.AutoTokenizer loads) that "
         "transformers.GPT2LMHeadModel.from_pretrained(OUT) loads, and optionally a LoRA adapter "
         "to a PEFT adapter in OUT/adapter that peft.PeftModel.from_pretrained(model, "
         "'OUT/adapter') loads. q_proj, k_proj and v_proj are fused into GPT-2's c_attn; the "
@@ -37,11 +38,14 @@ def add_parsers(sub) -> None:
         "import-hf",
         help="read a Hugging Face GPT-2 checkpoint (and a PEFT adapter for it)",
         description="Convert a Hugging Face GPT-2 checkpoint directory (config.json + "
-        "model.safetensors, as GPT2LMHeadModel.save_pretrained writes them) into a minilora "
-        "checkpoint, and optionally a PEFT LoRA adapter made for it into a minilora adapter in "
-        "OUT/adapter. GPT-2's fused c_attn is split into q_proj, k_proj and v_proj. What cannot "
-        "be converted exactly (another activation, an untied head, DoRA, a LoRA bias, ...) is "
-        "refused by name, and nothing is written unless the whole conversion succeeds.",
+        "model.safetensors, as GPT2LMHeadModel.save_pretrained writes them) and its tokenizer "
+        "(GPT-2's BPE from tokenizer.json, or vocab.json + merges.txt, with the optional "
+        "'tokenizers' library: pip install \"minilora[bpe]\"; or minilora's "
+        "char_tokenizer.json) into a minilora checkpoint, and optionally a PEFT LoRA adapter "
+        "made for it into a minilora adapter in OUT/adapter. GPT-2's fused c_attn is split "
+        "into q_proj, k_proj and v_proj. What cannot be converted exactly (another activation, "
+        "an untied head, DoRA, a LoRA bias, ...) is refused by name, and nothing is written "
+        "unless the whole conversion succeeds.",
     )
     p.add_argument("directory", metavar="DIR", help="a GPT-2 checkpoint directory")
     p.add_argument("out", metavar="OUT", help="a new (or empty) output directory")

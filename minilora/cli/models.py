@@ -89,9 +89,16 @@ def add_parsers(sub) -> None:
     p.add_argument("--model", default="char-small", help=MODEL_HELP)
     p.add_argument("--adapter", default=None, help="a LoRA adapter directory to apply")
     p.add_argument(
-        "--prompt", default="The ", help="text to continue (characters of the model's vocabulary)"
+        "--prompt",
+        default="The ",
+        help="text to continue (for a character-level model: characters of its vocabulary)",
     )
-    p.add_argument("--length", type=cmd.integer(0), default=100, help="characters to generate")
+    p.add_argument(
+        "--length",
+        type=cmd.integer(0),
+        default=100,
+        help="tokens to generate (characters, for a character-level model)",
+    )
     p.add_argument("--temperature", type=cmd.number(0), default=0.8, help="0 means greedy")
     p.add_argument(
         "--top-k", type=cmd.integer(1), default=None, help="sample among the k most likely only"
