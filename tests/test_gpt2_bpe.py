@@ -205,9 +205,10 @@ def test_finetune_merge_and_export_work_with_the_bpe_and_peft_loads_the_adapter(
     assert main(["export-hf", str(root / "ours"), str(hf_out), "--adapter", str(adapter)]) == 0
     config = json.loads((hf_out / "config.json").read_text())
     assert config["eos_token_id"] == 0 and config["bos_token_id"] == 0  # <|endoftext|>
-    assert transformers.AutoTokenizer.from_pretrained(hf_out)(PROMPT)["input_ids"] == hf_tok(
-        PROMPT
-    )["input_ids"]
+    assert (
+        transformers.AutoTokenizer.from_pretrained(hf_out)(PROMPT)["input_ids"]
+        == hf_tok(PROMPT)["input_ids"]
+    )
     hf_model = transformers.GPT2LMHeadModel.from_pretrained(hf_out)
     hf_model = peft.PeftModel.from_pretrained(hf_model, hf_out / "adapter").eval()
     with torch.no_grad():
