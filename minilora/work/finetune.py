@@ -64,7 +64,7 @@ def complete(
 
     A row stops once its decoded text holds ``stop``. With a character tokenizer and
     a one-character stop that is the moment it writes that token; with a BPE the stop
-    may be part of a longer token ("\n\n"), so the row's text is decoded and searched.
+    may be part of a longer token (two newlines), so the row's text is decoded and searched.
     """
     was_training = model.training
     model.eval()
