@@ -353,7 +353,8 @@ def test_a_tokenizer_smaller_than_the_vocabulary_loads(tmp_path):
     [
         (lambda info: info["config"].update(n_layer="two"), ["n_layer='two'", "int >= 1"]),
         (lambda info: info["config"].update(width=3), ["unknown fields ['width']"]),
-        (lambda info: info.update(tokenizer={"type": "bpe"}), ['"type": "char"']),
+        (lambda info: info.update(tokenizer={"type": "wordpiece"}), ['"type": "char"', "bpe"]),
+        (lambda info: info.update(tokenizer={"type": "bpe"}), ["tokenizer.json, which is missing"]),
         (lambda info: info.pop("config"), ["'config'", "missing"]),
     ],
 )

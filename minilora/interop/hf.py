@@ -40,13 +40,19 @@ from pathlib import Path
 import numpy as np
 
 from minilora import backend
+from minilora.interop.hf_tokenizer import (
+    CHAR_NAME,
+    read_tokenizer,
+    special_token_ids,
+    write_tokenizer,
+)
 from minilora.transformer import GPT, GPTConfig
 from minilora.work import io
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
-TOKENIZER_NAME = "char_tokenizer.json"  # our character vocabulary, plain JSON
+TOKENIZER_NAME = CHAR_NAME  # our character vocabulary, plain JSON (GPT-2's BPE: hf_tokenizer)
 ADAPTER_SUBDIR = "adapter"
 # GPT-2's "gelu_new" and torch's tanh-approximate GELU are one formula, ours (functional.gelu).
 ACTIVATIONS = ("gelu_new", "gelu_pytorch_tanh")
@@ -56,8 +62,9 @@ _BUFFER = re.compile(r"h\.\d+\.attn\.(masked_)?bias")  # causal-mask buffers of 
 # ---- config --------------------------------------------------------------------------
 
 
-def gpt2_config_dict(config: GPTConfig) -> dict:
+def gpt2_config_dict(config: GPTConfig, tokenizer=None) -> dict:
     """The config.json of transformers' GPT2LMHeadModel for our ``config``."""
+    bos, eos = special_token_ids(tokenizer)
     return {
         "model_type": "gpt2",
         "architectures": ["GPT2LMHeadModel"],
@@ -78,8 +85,8 @@ def gpt2_config_dict(config: GPTConfig) -> dict:
         "reorder_and_upcast_attn": False,
         "add_cross_attention": False,
         "tie_word_embeddings": True,
-        "bos_token_id": None,  # a character vocabulary has no GPT-2 special tokens
-        "eos_token_id": None,
+        "bos_token_id": bos,  # GPT-2's <|endoftext|>; a character vocabulary has none
+        "eos_token_id": eos,
         "use_cache": True,
         "dtype": "float32",
     }
@@ -263,9 +270,11 @@ def _read_weights(directory: Path) -> tuple[dict, Path]:
 
 
 def load_gpt2(directory, dtype=np.float32):
-    """Read a GPT-2 checkpoint directory: returns (GPT in eval mode, CharTokenizer or None)."""
-    from minilora.work.data import CharTokenizer
+    """Read a GPT-2 checkpoint directory: returns (GPT in eval mode, its tokenizer or None).
 
+    The tokenizer: ours (char_tokenizer.json) or GPT-2's BPE (tokenizer.json, or
+    vocab.json + merges.txt), read by ``minilora.interop.hf_tokenizer``.
+    """
     directory = Path(directory)
     if not directory.is_dir():
         raise io.CheckpointError(f"{directory}: not a directory (expected a GPT-2 checkpoint)")
@@ -275,32 +284,19 @@ def load_gpt2(directory, dtype=np.float32):
     model.to(dtype=dtype)
     model.load_state_dict(from_gpt2_state(state, config, weights_path))
     model.eval()  # as from_pretrained: GPT-2's dropout (0.1) only while training
-    tokenizer = None
-    if (directory / TOKENIZER_NAME).is_file():
-        info = io.read_json(directory / TOKENIZER_NAME)
-        try:
-            tokenizer = CharTokenizer.from_dict(info)
-        except ValueError as err:
-            raise io.CheckpointError(f"{directory / TOKENIZER_NAME}: {err}") from None
-        if tokenizer.vocab_size > config.vocab_size:
-            raise io.CheckpointError(
-                f"{directory / TOKENIZER_NAME}: {tokenizer.vocab_size} characters, but the "
-                f"model has vocab_size={config.vocab_size}"
-            )
-    return model, tokenizer
+    return model, read_tokenizer(directory, config.vocab_size)
 
 
 # ---- writing whole directories -------------------------------------------------------
 
 
 def write_gpt2(model: GPT, directory, tokenizer=None) -> None:
-    """Write config.json, model.safetensors (and char_tokenizer.json) into ``directory``."""
+    """Write config.json, model.safetensors and the tokenizer's files into ``directory``."""
     directory = Path(directory)
     io.save_arrays(directory / WEIGHTS_NAME, to_gpt2_state(model), metadata={"format": "pt"})
-    io.write_json(directory / CONFIG_NAME, gpt2_config_dict(model.config))
+    io.write_json(directory / CONFIG_NAME, gpt2_config_dict(model.config, tokenizer))
     if tokenizer is not None:
-        vocab = {c: i for i, c in enumerate(tokenizer.chars)}
-        io.write_json(directory / TOKENIZER_NAME, {**tokenizer.to_dict(), "vocab": vocab})
+        write_tokenizer(tokenizer, directory, model.config.block_size)
 
 
 def save_gpt2(

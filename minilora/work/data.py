@@ -75,6 +75,11 @@ class CharTokenizer:
                 "model, so text must use only characters it was built with"
             ) from None
 
+    def unknown_characters(self, text: str) -> str:
+        """The characters of ``text`` outside the vocabulary, in order (empty: all encodable)."""
+        index = self._index
+        return "".join(c for c in text if c not in index)
+
     def decode(self, ids: Iterable[int] | np.ndarray) -> str:
         """Token ids (any iterable of ints, or an integer array) -> text."""
         ids = np.asarray(ids).reshape(-1)
@@ -132,7 +137,7 @@ def pretraining_text() -> str:
 # Printable ASCII plus newline: always in the vocabulary, so that a prompt a
 # user types (with ``$`` or a backtick, say, which the corpus happens to lack)
 # can always be encoded. Tab and the other whitespace controls are left out.
-_ASCII = string.digits + string.ascii_letters + string.punctuation + " \n"
+ASCII = string.digits + string.ascii_letters + string.punctuation + " \n"
 
 
 def build_vocabulary() -> str:
@@ -144,7 +149,7 @@ def build_vocabulary() -> str:
     sampling), and printable ASCII with newline. Deterministic for a given
     Python version; the result is baked into the pretrained model.
     """
-    return "".join(sorted(set(pretraining_text()) | set(task_characters()) | set(_ASCII)))
+    return "".join(sorted(set(pretraining_text()) | set(task_characters()) | set(ASCII)))
 
 
 def split_text(ids: np.ndarray, val_fraction: float = 0.1) -> tuple[np.ndarray, np.ndarray]:

@@ -60,10 +60,16 @@ def finetune_recipe(
 def complete(
     model, tokenizer, prompts, max_new_tokens: int = 80, stop: str = "\n", batch_size: int = 128
 ) -> list[str]:
-    """Greedy completions of ``prompts`` (without the prompt), cut at ``stop``."""
+    """Greedy completions of ``prompts`` (without the prompt), cut after ``stop``.
+
+    A row stops once its decoded text holds ``stop``. With a character tokenizer and
+    a one-character stop that is the moment it writes that token; with a BPE the stop
+    may be part of a longer token (two newlines), so the row's text is decoded and searched.
+    """
     was_training = model.training
     model.eval()
-    stop_id = tokenizer.encode(stop)[0]
+    stop_ids = tokenizer.encode(stop)
+    one_token = getattr(tokenizer, "chars", None) is not None and len(stop_ids) == 1
     xp = backend.get_array_module(model.wte.weight.data)
     results = []
     for start in range(0, len(prompts), batch_size):
@@ -89,7 +95,11 @@ def complete(
             )
             next_ids = sample_next(backend.to_numpy(logits.data[:, -1, :]), 0.0, None, None)
             out[:, t] = next_ids
-            done |= next_ids == stop_id
+            if one_token:
+                done |= next_ids == stop_ids[0]
+            else:
+                for row in np.flatnonzero(~done):
+                    done[row] = stop in tokenizer.decode(out[row, : t + 1])
             if done.all():
                 break
             step_ids = next_ids[:, None]
@@ -102,10 +112,28 @@ def complete(
     return results
 
 
-def evaluate(model, tokenizer, examples, batch_size: int = 128) -> float:
+def evaluate(
+    model, tokenizer, examples, batch_size: int = 128, stop: str = "\n", max_new_tokens: int = 80
+) -> float:
     """Exact match of greedy completions against the answers (both stripped)."""
-    predictions = complete(model, tokenizer, [p for p, _ in examples], batch_size=batch_size)
+    prompts = [p for p, _ in examples]
+    predictions = complete(model, tokenizer, prompts, max_new_tokens, stop, batch_size)
     return exact_match(predictions, [a for _, a in examples])
+
+
+@no_grad()
+def answer_loss(model, tokenizer, examples, batch_size: int = 32) -> float:
+    """Mean loss per answer token over all ``examples`` (no sampling: every token counts once)."""
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for start in range(0, len(examples), batch_size):
+        x, y = task_batch(examples[start : start + batch_size], tokenizer, model.config.block_size)
+        n = int((y != -100).sum())
+        total += model(x, y)[1].item() * n
+        count += n
+    model.train(was_training)
+    return total / count
 
 
 @dataclass
@@ -158,4 +186,4 @@ def finetune(
     )
 
 
-__all__ = ["complete", "evaluate", "finetune", "task_batch", "FinetuneResult"]
+__all__ = ["answer_loss", "complete", "evaluate", "finetune", "task_batch", "FinetuneResult"]

@@ -11,6 +11,12 @@ A model checkpoint is a directory::
     config.json         {"format": "minilora", "model_type": "gpt", "config": {...},
                          "tokenizer": {...}, "meta": {...}}
     model.safetensors   the state dict, float32
+    tokenizer.json      only for a BPE tokenizer (``minilora.work.bpe``)
+
+config.json's "tokenizer" says which tokenizer the model reads: ``{"type": "char",
+"chars": ...}`` (the default, the whole vocabulary inline) or ``{"type": "bpe",
+"file": "tokenizer.json", ...}``. A checkpoint with a BPE tokenizer has
+format_version 2, so that a minilora too old to read it says so.
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ __all__ = [
 ]
 
 FORMAT = "minilora"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # the newest written: 1 with a character tokenizer (or none), 2 with a BPE
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 
@@ -159,13 +165,16 @@ def save_model(model, directory, tokenizer=None, meta: dict | None = None) -> Pa
     """
     directory = Path(directory)
     state = {k: v.astype(np.float32) for k, v in map_numpy(model.state_dict()).items()}
+    tokenizer_files = tokenizer.files() if hasattr(tokenizer, "files") else {}
     with atomic_directory(directory) as tmp:
         save_arrays(tmp / WEIGHTS_NAME, state)
+        for name, data in tokenizer_files.items():
+            write_atomic(tmp / name, data)
         write_json(
             tmp / CONFIG_NAME,
             {
                 "format": FORMAT,
-                "format_version": FORMAT_VERSION,
+                "format_version": 2 if tokenizer_files else 1,
                 "model_type": "gpt",
                 "config": model.config.to_dict(),
                 "tokenizer": tokenizer.to_dict() if tokenizer is not None else None,
@@ -196,23 +205,25 @@ def read_checkpoint_config(directory) -> dict:
 def load_model(directory, device: str | None = None):
     """Load a checkpoint directory: returns (model, tokenizer or None, meta)."""
     from minilora.transformer import GPT, GPTConfig
-    from minilora.work.data import CharTokenizer
 
     directory = Path(directory)
     info = read_checkpoint_config(directory)
     try:
         config = GPTConfig.from_dict(info["config"])
-        tokenizer = CharTokenizer.from_dict(info["tokenizer"]) if info.get("tokenizer") else None
+        tokenizer = (
+            tokenizer_from_dict(info["tokenizer"], directory) if info.get("tokenizer") else None
+        )
     except KeyError as err:
         raise CheckpointError(f"{directory / CONFIG_NAME}: the key {err} is missing") from None
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"{directory / CONFIG_NAME}: {err}") from None
     if tokenizer is not None and tokenizer.vocab_size > config.vocab_size:
+        unit = "characters" if hasattr(tokenizer, "chars") else "tokens"
         raise CheckpointError(
-            f"{directory / CONFIG_NAME}: the tokenizer has {tokenizer.vocab_size} characters "
+            f"{directory / CONFIG_NAME}: the tokenizer has {tokenizer.vocab_size} {unit} "
             f"(token ids 0..{tokenizer.vocab_size - 1}), but the model's config has "
             f"vocab_size={config.vocab_size}; expected a tokenizer of at most "
-            f"{config.vocab_size} characters (are the tokenizer and the weights from "
+            f"{config.vocab_size} {unit} (are the tokenizer and the weights from "
             "different checkpoints?)"
         )
     model = GPT(config)
@@ -225,6 +236,23 @@ def load_model(directory, device: str | None = None):
     if device is not None:
         model.to(device)
     return model, tokenizer, info.get("meta", {})
+
+
+def tokenizer_from_dict(d: dict, directory):
+    """The tokenizer config.json's "tokenizer" names: a CharTokenizer or a BPETokenizer."""
+    from minilora.work.data import CharTokenizer
+
+    kind = d.get("type") if isinstance(d, dict) else None
+    if kind == "bpe":
+        from minilora.work.bpe import BPETokenizer
+
+        return BPETokenizer.from_dict(d, directory)
+    if kind == "char":
+        return CharTokenizer.from_dict(d)
+    raise ValueError(
+        f'the tokenizer is {d!r:.80}; expected {{"type": "char", "chars": ...}} or '
+        '{"type": "bpe", "file": "tokenizer.json"}'
+    )
 
 
 def map_numpy(state: dict) -> dict:

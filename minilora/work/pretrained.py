@@ -53,6 +53,7 @@ from minilora.transformer import GPT, GPTConfig
 from minilora.work.data import CharTokenizer, build_vocabulary, random_batch, split_text
 from minilora.work.io import load_model, save_model
 from minilora.work.mixed_corpus import corpus_parts, corpus_splits, describe_corpus
+from minilora.work.text_files import PretrainingText
 from minilora.work.train import TrainConfig, train
 
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
@@ -80,17 +81,21 @@ def pretrain(
     command: str = "",
     device=None,
     corpus: str = "pydoc",
+    text: PretrainingText | None = None,
 ):
-    """Pretrain a GPT on a named corpus; write checkpoints under ``out_dir``.
+    """Pretrain a GPT on a named corpus or on your text; write checkpoints under ``out_dir``.
 
     ``corpus`` is one of ``minilora.work.mixed_corpus.CORPORA``: "pydoc" (the
-    default, char-small's) or "mixed" (char-small-mixed's). Returns (model,
-    tokenizer, TrainResult). ``out_dir`` gets ``last/``, ``best/`` and, at the
-    end, the final model itself (config.json and model.safetensors) with the
-    run's figures in its meta.
+    default, char-small's) or "mixed" (char-small-mixed's). ``text``, read from
+    your files by ``minilora.work.text_files.read_pretraining_text``, replaces it:
+    its own tokenizer and splits. Returns (model, tokenizer, TrainResult).
+    ``out_dir`` gets ``last/``, ``best/`` and, at the end, the final model itself
+    (config.json and model.safetensors) with the run's figures in its meta.
     """
-    tokenizer = CharTokenizer(build_vocabulary())
-    train_ids, val_ids = corpus_splits(corpus, tokenizer, val_fraction=0.1)
+    if text is None:
+        text = bundled_text(corpus)
+    text.check_fits(model_config.block_size)
+    tokenizer, train_ids, val_ids = text.tokenizer, text.train_ids, text.val_ids
     config = GPTConfig(**{**model_config.to_dict(), "vocab_size": tokenizer.vocab_size})
     model = GPT(config, generator=np.random.default_rng(train_config.seed))
     if device is not None:
@@ -102,8 +107,9 @@ def pretrain(
 
     meta = {
         "command": command,
-        "corpus": describe_corpus(corpus),
-        "corpus_name": corpus,
+        "corpus": text.description,
+        "corpus_name": text.name,
+        **({"corpus_files": text.files} if text.files else {}),
         "corpus_tokens": int(len(train_ids) + len(val_ids)),
         "device": f"{model.wte.weight.device}: {backend.describe(model.wte.weight.device)}",
     }
@@ -129,6 +135,13 @@ def pretrain(
     )
     save_model(model, out_dir, tokenizer, meta)
     return model, tokenizer, result
+
+
+def bundled_text(corpus: str) -> PretrainingText:
+    """A bundled corpus by name, with the base models' tokenizer (``build_vocabulary``)."""
+    tokenizer = CharTokenizer(build_vocabulary())
+    train_ids, val_ids = corpus_splits(corpus, tokenizer, val_fraction=0.1)
+    return PretrainingText(tokenizer, train_ids, val_ids, corpus, describe_corpus(corpus))
 
 
 @no_grad()
