@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from minilora.paper import experiments, longer, protocol, tables
+from minilora.paper import budgets, experiments, longer, protocol, tables
 from minilora.paper.bases import lead
 from minilora.paper.report import mean_sd
 
 
 def test_the_longer_runs_differ_from_table4s_lora_cell_in_their_steps_only():
-    b = tables.get_budget("full")
+    b = budgets.get_budget("full")
     records = protocol.Records()
     runs, waiting = longer.longer_runs(b, records)
     assert not waiting
@@ -26,7 +26,7 @@ def test_the_longer_runs_differ_from_table4s_lora_cell_in_their_steps_only():
 
 def test_the_table_sets_the_longer_runs_beside_table4s(tmp_path, monkeypatch, records_without):
     monkeypatch.setattr(experiments, "execute", None)  # full-recorded trains nothing
-    b = tables.get_budget("full")
+    b = budgets.get_budget("full")
     records_without(lambda run: run["steps"] > b.steps)  # every longer run
     records = protocol.Records()
     table4, _ = tables.table4_runs(b, records)
@@ -46,6 +46,6 @@ def test_the_table_sets_the_longer_runs_beside_table4s(tmp_path, monkeypatch, re
 
 
 def test_the_quick_budget_trains_lora_for_twice_its_steps():
-    b = tables.get_budget("quick")
+    b = budgets.get_budget("quick")
     runs, waiting = longer.longer_runs(b, protocol.Records())
     assert {r.steps for r in runs + waiting} == {2 * b.steps}

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from minilora.paper import experiments, placement, protocol, tables
+from minilora.paper import budgets, experiments, placement, protocol
 from minilora.paper.baselines import ALL_LINEAR
 
 
 def test_the_plan_sweeps_every_linear_at_r8_on_its_own_grid_before_any_seed():
-    b = tables.get_budget("full")
+    b = budgets.get_budget("full")
     runs, waiting = placement.placement_runs(
         b, protocol.Records(experiments.RECORDS), tasks=("sql",)
     )

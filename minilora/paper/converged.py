@@ -28,9 +28,9 @@ import numpy as np
 
 from minilora.paper import analysis
 from minilora.paper import protocol as P
+from minilora.paper.budgets import TASKS, get_budget
 from minilora.paper.experiments import RECORDS, Cache, run_all
 from minilora.paper.report import plot, write
-from minilora.paper.tables import TASKS, get_budget
 from minilora.work.pretrained import load_pretrained
 
 RANKS = (4, 8, 64)

@@ -20,9 +20,10 @@ import numpy as np
 
 from minilora.paper import protocol as P
 from minilora.paper.bases import lead
+from minilora.paper.budgets import get_budget, records_of
 from minilora.paper.experiments import Run
 from minilora.paper.report import header, mean_sd, write
-from minilora.paper.tables import get_budget, records_of, table4_runs
+from minilora.paper.tables import table4_runs
 
 STEPS = (2400, 4800)  # and Table 4's own 1,200
 FT_STEPS = (4800,)  # FT at LoRA's longest budget: the budget claim compares equal budgets
@@ -120,7 +121,35 @@ def longer(budget, out_dir: Path, progress: bool = True) -> Path:
             f"| {name} | {mean_sd(scores)} | {first} | {equal} | {last} of {len(found)} | {fall} "
             f"| {loss:.4f} | {found[0]['run']['lr']:g} |"
         )
+    lines += ["", *where_runs_peak(b, records)]
     return write(out_dir / "longer.md", lines)
+
+
+def where_runs_peak(b, records) -> list[str]:
+    """How many of the recorded protocol runs (``b.steps`` steps, validation during training)
+    have their best checkpoint at their last evaluation, and how many at their first: whether
+    the budget is where the curves flatten."""
+    import json
+
+    found = [
+        rec for d in records.directories if d.is_dir() for p in sorted(d.glob("*.json"))
+        if (rec := json.loads(p.read_text())).get("run", {}).get("steps") == b.steps
+        and rec["run"].get("eval_every") and rec.get("score") is not None
+    ]  # fmt: skip
+    if not found:
+        return []
+    last = [r for r in found if r["best_step"] == b.steps]
+    first = [r for r in found if r["best_step"] == r["run"]["eval_every"]]
+    little = [r for r in found if r["run"]["n_train"] < b.n_train]
+    little_first = [r for r in little if r in first]
+    return [
+        f"Where the protocol's {len(found)} recorded {b.steps:,}-step runs peak: **{len(last)} "
+        f"have their best checkpoint at their last evaluation** (still improving when they "
+        f"stopped) and {len(first)} at their first (step {b.eval_every}); of the "
+        f"{len(little)} runs on fewer than {b.n_train:,} examples (Table 16), "
+        f"{len(little_first)} peak at the first evaluation, where the evaluation grid is too "
+        "coarse to see the peak.",
+    ]
 
 
 __all__ = ["FT_STEPS", "STEPS", "longer", "longer_runs"]

@@ -24,9 +24,10 @@ from pathlib import Path
 from minilora.paper import protocol as P
 from minilora.paper.baselines import ALL_LINEAR
 from minilora.paper.bases import lead
+from minilora.paper.budgets import get_budget, records_of
 from minilora.paper.experiments import Run
 from minilora.paper.report import header, mean_sd, write
-from minilora.paper.tables import get_budget, records_of, table4_runs
+from minilora.paper.tables import table4_runs
 
 TASKS = ("sql", "nli")  # in the order they run
 RANK = 8

@@ -63,7 +63,7 @@ def swept_settings(method: str) -> dict:
 def protocol_run(
     b, method: str, task: str, settings: dict, seed: int, lr: float, base: str = BASE
 ) -> Run:
-    """The run of one cell under budget ``b`` (a ``tables.Budget``), from base model ``base``."""
+    """The run of one cell under budget ``b`` (a ``budgets.Budget``), from base model ``base``."""
     return Run(
         method, task, settings, seed=seed, steps=b.steps, batch_size=b.batch_size, lr=lr,
         n_train=b.n_train, n_eval=b.n_eval, eval_every=b.eval_every, n_val_eval=b.n_val_eval,

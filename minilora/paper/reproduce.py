@@ -114,6 +114,7 @@ def plan(names, budget, cache_dir=None) -> str:
     from minilora.paper import (
         appendix_e,
         bases,
+        budgets,
         converged,
         longer,
         placement,
@@ -127,7 +128,7 @@ def plan(names, budget, cache_dir=None) -> str:
     run_lists["longer"] = longer.longer_runs
     run_lists["placement"] = placement.placement_runs
     run_lists["converged"] = lambda b, records: (converged.converged_runs(b, records), [])
-    b = tables.get_budget(budget)
+    b = budgets.get_budget(budget)
     records = protocol.Records(cache_dir)
     missing, pending = {}, {}
     for name in resolve(names):
