@@ -117,8 +117,10 @@ def longer(budget, out_dir: Path, progress: bool = True) -> Path:
         falls = [f for rec in found if (f := _last_fall(rec)) is not None]
         fall = f"{100 * min(falls):.0f} to {100 * max(falls):.0f}%" if falls else "—"
         loss = np.mean([rec["val_loss"] for rec in found])
+        n = len(b.main_seeds) if "(Table 4)" in name else len(b.seeds)
+        shown = mean_sd(scores) + (f" (pending: {len(scores)} of {n})" if len(scores) < n else "")
         lines.append(
-            f"| {name} | {mean_sd(scores)} | {first} | {equal} | {last} of {len(found)} | {fall} "
+            f"| {name} | {shown} | {first} | {equal} | {last} of {len(found)} | {fall} "
             f"| {loss:.4f} | {found[0]['run']['lr']:g} |"
         )
     lines += ["", *where_runs_peak(b, records)]
