@@ -49,3 +49,20 @@ def test_the_quick_budget_trains_lora_for_twice_its_steps():
     b = budgets.get_budget("quick")
     runs, waiting = longer.longer_runs(b, protocol.Records())
     assert {r.steps for r in runs + waiting} == {2 * b.steps}
+
+
+def test_the_peak_count_counts_the_recorded_protocol_runs(tmp_path):
+    """where_runs_peak: of the runs at the protocol's steps, how many peak at the last and at
+    the first evaluation (counted here again from the records' own best steps)."""
+    import json
+
+    b = budgets.get_budget("full")
+    records = protocol.Records()
+    found = [
+        rec for p in sorted(experiments.RECORDS.glob("*.json"))
+        if (rec := json.loads(p.read_text()))["run"].get("steps") == b.steps
+        and rec["run"].get("eval_every") and rec.get("score") is not None
+    ]  # fmt: skip
+    last = sum(rec["best_step"] == b.steps for rec in found)
+    (line,) = longer.where_runs_peak(b, records)
+    assert f"{len(found)} recorded 1,200-step runs peak: **{last} have" in line
