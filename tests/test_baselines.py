@@ -211,6 +211,8 @@ SETTINGS = [
     ("preembed", {"l_p": 4, "l_i": 0}), ("prelayer", {"l_p": 2, "l_i": 3}),
     ("adapterh", {"r": 1}), ("adapterh", {"r": 5}), ("adapterl", {"r": 3}),
     ("lora", {"r": 1}), ("lora", {"r": 4, "targets": ("q", "k", "v", "o")}),
+    ("lora", {"r": 2, "targets": ("q", "k", "v", "o", "fc1", "fc2")}),
+    ("lora", {"r": 3, "targets": ("fc2",)}),
 ]  # fmt: skip
 
 
@@ -223,6 +225,19 @@ SETTINGS = [
 def test_count_from_config_equals_the_built_model(method, settings, config):
     model = apply_method(gpt(config), method, settings)
     assert trainable_count(method, config, settings) == count_parameters(model).trainable
+
+
+def test_lora_on_every_linear_adapts_the_mlp_too():
+    """targets fc1, fc2: the MLP's Linears (d -> 4d, 4d -> d) get A and B, r (d + 4d) each."""
+    model = apply_method(gpt(CONFIG), "lora", {"r": 2, "targets": ("q", "fc1", "fc2")})
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    d = CONFIG.d_model
+    for i in range(CONFIG.n_layer):
+        for name in (f"blocks.{i}.mlp.fc_in.lora_A", f"blocks.{i}.mlp.fc_out.lora_B"):
+            assert f"{name}.default.weight" in names
+    assert (
+        trainable_count("lora", CONFIG, {"r": 2, "targets": ("fc1",)}) == CONFIG.n_layer * 2 * 5 * d
+    )
 
 
 def test_counts_on_the_shipped_model_match_the_paper_formulas():

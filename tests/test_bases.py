@@ -7,14 +7,14 @@ import shutil
 
 from test_protocol import FIXTURES, TINY
 
-from minilora.paper import bases, experiments, protocol, reproduce, tables
+from minilora.paper import bases, budgets, experiments, protocol, reproduce, tables
 from minilora.paper.report import mean_sd
 from minilora.work.pretrained import load_pretrained
 
 
 def test_each_base_gets_its_own_sweeps_and_shares_char_smalls_records(tmp_path, monkeypatch):
     monkeypatch.setattr(experiments, "RECORDS", tmp_path / "none")
-    b = tables.get_budget("full")
+    b = budgets.get_budget("full")
     runs, waiting = bases.bases_runs(b, protocol.Records(tmp_path))
     grid = len(protocol.GRID)
     assert len(runs) == len(bases.BASES) * 2 * 2 * grid  # 2 tasks x 2 methods x grid
@@ -65,7 +65,8 @@ def test_the_lora_column_is_r8s_and_the_rank_table_each_ranks(tmp_path, monkeypa
 
 def test_fts_lead_is_the_difference_of_means_with_its_standard_error():
     # means 0.85 and 0.55; each sample variance 0.005, so se = sqrt(0.005/2 + 0.005/2)
-    assert bases.lead([0.9, 0.8], [0.5, 0.6]) == "+30.0 ± 7.1"
+    # se = sqrt(0.005 / 2 + 0.005 / 2); Welch df = 2, t = 4.303: half-width 30.4 points
+    assert bases.lead([0.9, 0.8], [0.5, 0.6]) == "+30.0 ± 7.1 (95%: -0.4 to +60.4)"
     assert bases.lead([0.9], [0.5, 0.6]) == "—"  # one seed: no spread to judge by
 
 

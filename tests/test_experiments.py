@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from minilora.paper import experiments, reproduce
+from minilora.paper import budgets, experiments, reproduce
 from minilora.paper.experiments import Cache, Run, execute, run_all
 
 TINY = dict(steps=3, batch_size=4, n_train=24, n_eval=4)
@@ -121,7 +121,7 @@ def test_every_lora_run_of_every_table_has_alpha_16():
     from minilora.paper import tables
 
     for budget in ("quick", "full"):  # full: the sweeps' runs, until they have chosen a rate
-        b = tables.get_budget(budget)
+        b = budgets.get_budget(budget)
         runs6, waiting = tables.table6_runs(b)
         if budget == "quick":
             assert {dict(r.settings)["r"] for r in runs6} == set(b.ranks)
@@ -209,9 +209,9 @@ def test_table1_models_merged_lora_is_a_plain_gpt_again():
 
 def test_runs_in_worker_processes_give_the_records_of_one_process(tmp_path):
     """--jobs N: the same runs in two spawned processes give the same records."""
-    from minilora.paper import protocol, tables
+    from minilora.paper import protocol
 
-    b = tables.get_budget("quick")
+    b = budgets.get_budget("quick")
     runs = [protocol.protocol_run(b, "bitfit", "sql", {}, seed, 1e-2) for seed in (0, 1)]
     before = {name: os.environ.get(name) for name in experiments.ONE_THREAD}
     one = experiments.run_all(runs, tmp_path / "one", progress=False, read_first=[])

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from minilora.paper import experiments, protocol, reproduce, tables
+from minilora.paper import budgets, experiments, protocol, reproduce, tables
 from minilora.paper.experiments import RECORDS, Cache, execute
 from minilora.work import io
 
 FIXTURES = Path(__file__).parent / "fixtures" / "records"
-TINY = tables.Budget(  # the budget of tests/fixtures/make_records.py
+TINY = budgets.Budget(  # the budget of tests/fixtures/make_records.py
     "tiny", 3, (0,), (0,), 24, 4, 4, ("sql", "nli"), ("sql",), (1,), 1, eval_every=3,
     n_val_eval=4, sweep=False,
 )  # fmt: skip
@@ -38,7 +38,7 @@ def _fake(tmp_path, b, method, task, scores: dict) -> None:
 
 def test_the_rate_is_chosen_on_validation_and_the_grid_extended_at_an_edge(tmp_path, monkeypatch):
     monkeypatch.setattr(experiments, "RECORDS", tmp_path / "none")  # no committed records
-    b = tables.get_budget("full")
+    b = budgets.get_budget("full")
     records = protocol.Records(tmp_path)
     assert protocol.choose_rate(b, "ft", "sql", records) == (None, {})
     _fake(tmp_path, b, "ft", "sql", {-2: 0.1, -1: 0.5, 0: 0.7, 1: 0.6, 2: 0.0})
@@ -122,7 +122,7 @@ def test_every_sweep_runs_in_one_round_and_idle_workers_take_known_cells(tmp_pat
     then each edge's extension, filling idle workers with cells whose rate is chosen."""
     monkeypatch.setattr(experiments, "RECORDS", tmp_path / "none")
     monkeypatch.setattr(experiments, "JOBS", 2)
-    b = tables.get_budget("full")
+    b = budgets.get_budget("full")
     step = {(m, protocol.rate(m, k)): k for m in ("ft", "lora") for k in range(-6, 9)}
     peak = {"ft": 0, "lora": 3}  # lora's best lies beyond the grid's top edge
     batches = []
@@ -140,8 +140,8 @@ def test_every_sweep_runs_in_one_round_and_idle_workers_take_known_cells(tmp_pat
         rows = [("ft", {}), ("lora", protocol.swept_settings("lora"))]
         return tables._cells(b, rows, ("sql",), lambda m: (0, 1), lr, records)
 
-    monkeypatch.setattr(tables, "run_all", fake_run_all)
-    recs = tables.records_of(runs_of, "test", b, tmp_path, progress=False)
+    monkeypatch.setattr(budgets, "run_all", fake_run_all)
+    recs = budgets.records_of(runs_of, "test", b, tmp_path, progress=False)
     grid = sorted(protocol.GRID)
     assert sorted(batches[0]) == sorted(
         [("ft", 0, k) for k in grid] + [("lora", 0, k) for k in grid]
@@ -157,8 +157,8 @@ def test_full_recorded_computes_nothing_and_marks_what_is_missing(tmp_path, monk
     monkeypatch.setattr(experiments, "execute", None)  # any training would fail
     text = tables.table4("full-recorded", tmp_path, progress=False).read_text()
     assert text.count("not yet run") >= 9
-    b = replace(tables.get_budget("full"), compute=False)
-    assert not b.compute and tables.get_budget("full").compute
+    b = replace(budgets.get_budget("full"), compute=False)
+    assert not b.compute and budgets.get_budget("full").compute
 
 
 def test_a_run_that_diverges_keeps_and_scores_its_best_weights(monkeypatch):
@@ -243,7 +243,7 @@ class _Recorded:
 
 
 def test_a_cell_that_blew_up_at_the_tasks_rate_runs_at_a_third_of_it():
-    b = tables.get_budget("full")
+    b = budgets.get_budget("full")
     settings = {"r": 64, "alpha": 16.0, "targets": ("q", "k", "v", "o")}
     healthy, blown = {"curve": _curve(0.5, 0.2)}, {"curve": _curve(0.4, 2.6, 2.1)}
 
@@ -282,7 +282,7 @@ def test_table6_marks_a_cell_run_at_a_lower_rate_and_says_why(tmp_path, monkeypa
 
 
 def test_a_cell_run_below_its_methods_rate_is_marked_with_its_rate():
-    b = tables.get_budget("full")
+    b = budgets.get_budget("full")
     settings = {"r": 64, "alpha": 16.0, "targets": ("q", "k", "v", "o")}
     blown = {"curve": _curve(0.4, 2.6, 2.1)}
     seeds = (0, 1, 2)

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from minilora.paper import experiments, protocol, sizes, tables
+from minilora.paper import budgets, experiments, protocol, sizes, tables
 
 
 def test_every_size_and_data_size_is_planned_and_all_data_cells_are_table4s():
-    b = tables.get_budget("full")
+    b = budgets.get_budget("full")
     records = protocol.Records()  # the committed ones: FT's and LoRA's rates are chosen
     fig, fig_waiting = sizes.figure2_runs(b, records)
     n_runs = sum(
         len(sizes.cell_seeds(b, m, s, b.n_train)) for m, v in sizes.SIZES.items() for s in v
     )
-    assert len(fig) + len(fig_waiting) == n_runs * len(tables.TASKS)
+    assert len(fig) + len(fig_waiting) == n_runs * len(budgets.TASKS)
     # a default-size cell is Table 4's, with Table 4's seeds; another size has SEEDS
     assert sizes.cell_seeds(b, "ft", {}, b.n_train) == b.main_seeds
     assert sizes.cell_seeds(b, "adapterh", {}, b.n_train) == b.seeds
@@ -28,7 +28,7 @@ def test_every_size_and_data_size_is_planned_and_all_data_cells_are_table4s():
     assert ft_all and all(r.key() in t4_keys for r in ft_all)  # the same runs, the same records
     for n in sizes.LOW_DATA:
         few = [r for r in t16 if r.n_train == n and r.method == "ft"]
-        assert len(few) == len(tables.TASKS) * len(sizes.SEEDS)
+        assert len(few) == len(budgets.TASKS) * len(sizes.SEEDS)
         assert not {r.key() for r in few} & t4_keys
         # nothing but the number of examples differs from the all-data run of the same cell
         for r in few:
@@ -54,17 +54,17 @@ def test_the_tables_say_what_is_not_yet_run(tmp_path, monkeypatch, records_witho
 def test_appendix_e_runs_the_combinations_at_loras_rate():
     from minilora.paper import appendix_e
 
-    b = tables.get_budget("full")
+    b = budgets.get_budget("full")
     records = protocol.Records()
     ready, waiting = appendix_e.appendix_e_runs(b, records)
-    for task in tables.TASKS:
+    for task in budgets.TASKS:
         lora_lr, _ = protocol.choose_rate(b, "lora", task, records)
         combined = [r for r in ready if r.method.startswith("lora+") and r.task == task]
         assert len(combined) == 2 * len(b.seeds) and {r.lr for r in combined} == {lora_lr}
     table4, _ = tables.table4_runs(b, records)
     lora = [r for r in ready if r.method == "lora"]
     assert lora and {r.key() for r in lora} <= {r.key() for r in table4}
-    assert len(ready) + len(waiting) == len(appendix_e.ROWS) * len(tables.TASKS) * len(b.seeds)
+    assert len(ready) + len(waiting) == len(appendix_e.ROWS) * len(budgets.TASKS) * len(b.seeds)
 
 
 def test_a_computing_budget_runs_the_sweeps_these_tables_need(tmp_path, monkeypatch):
@@ -72,7 +72,7 @@ def test_a_computing_budget_runs_the_sweeps_these_tables_need(tmp_path, monkeypa
     from minilora.paper import appendix_e
 
     monkeypatch.setattr(experiments, "RECORDS", tmp_path / "none")
-    b = tables.get_budget("full")
+    b = budgets.get_budget("full")
     for runs_of in (sizes.figure2_runs, sizes.table16_runs, appendix_e.appendix_e_runs):
         asked = []
         runs_of(b, protocol.Records(tmp_path), lambda runs, asked=asked: asked.extend(runs))
@@ -96,7 +96,7 @@ def test_figure2_varies_loras_targets_with_table6s_recorded_runs(tmp_path, monke
     from minilora.paper.report import mean_sd
 
     monkeypatch.setattr(experiments, "execute", None)  # full-recorded trains nothing
-    b = tables.get_budget("full")
+    b = budgets.get_budget("full")
     records = protocol.Records()
     runs, _ = tables.table6_runs(b, records)
     wq_r8 = [
@@ -115,7 +115,7 @@ def test_figure2_varies_loras_targets_with_table6s_recorded_runs(tmp_path, monke
 def test_a_figure2_cell_that_blew_up_runs_lower_but_a_low_data_cell_does_not():
     """protocol.cell_rate applies to Figure 2's cells; with 100 or 1,000 examples a validation
     loss that climbs back is overfitting (the best checkpoint is scored), not a rate too high."""
-    b = tables.get_budget("full")
+    b = budgets.get_budget("full")
     committed = protocol.Records()
     lr, _ = protocol.choose_rate(b, "lora", "sql", committed)
     blown = {"curve": [{"val_loss": 0.4}, {"val_loss": 2.6}], "score": 0.0}
@@ -141,14 +141,26 @@ def test_a_figure2_cell_that_blew_up_runs_lower_but_a_low_data_cell_does_not():
 
 
 def test_past_best_names_a_fall_only_beyond_the_seed_spread():
-    fall = [(512, [0.30, 0.32]), (2048, [0.50, 0.52]), (8192, [0.20, 0.22])]
-    assert sizes.past_best(fall).startswith("falls past its best, from 51.0% at 2,048 to 21.0%")
-    noisy = [(512, [0.30, 0.32]), (2048, [0.50, 0.70]), (8192, [0.30, 0.70])]
-    assert sizes.past_best(noisy).startswith("level past its best")  # 10 points, 0.4 se
-    assert sizes.past_best([(1, [0.1, 0.1]), (2, [0.3, 0.4])]) == "rises to its largest size"
-    assert sizes.past_best([(1, [0.0, 0.0]), (2, [0.004, 0.0])]).startswith("never learns")
-    tiny = [(1, [0.200, 0.200]), (2, [0.205, 0.205]), (3, [0.200, 0.200])]
+    """Curves are [(trainable, {seed: score})]; a fall is judged on the seeds both sizes have."""
+    fall = [(512, {0: 0.30, 1: 0.32}), (2048, {0: 0.50, 1: 0.52}), (8192, {0: 0.20, 1: 0.22})]
+    assert sizes.past_best(fall).startswith(
+        "falls past its best (on 2 matched seeds from 51.0% at 2,048 to 21.0%"
+    )
+    # paired differences 0.2 and 0.0: mean 0.1, the 95% half-width 12.706 x 0.1 = 1.27
+    noisy = [(512, {0: 0.30, 1: 0.32}), (2048, {0: 0.50, 1: 0.70}), (8192, {0: 0.30, 1: 0.70})]
+    assert sizes.past_best(noisy).startswith("level past its best")
+    assert (
+        sizes.past_best([(1, {0: 0.1, 1: 0.1}), (2, {0: 0.3, 1: 0.4})])
+        == "rises to its largest size"
+    )
+    assert sizes.past_best([(1, {0: 0.0, 1: 0.0}), (2, {0: 0.004, 1: 0.0})]).startswith(
+        "never learns"
+    )
+    tiny = [(1, {0: 0.200, 1: 0.200}), (2, {0: 0.205, 1: 0.205}), (3, {0: 0.200, 1: 0.200})]
     assert sizes.past_best(tiny).startswith("level")  # no spread, but under a point
+    # the best size by its mean over five seeds, judged against the largest on seeds 0-2 only
+    matched = [(1, {0: 0.78, 1: 0.81, 2: 0.78, 3: 0.74, 4: 0.69}), (2, {0: 0.74, 1: 0.76, 2: 0.74})]
+    assert sizes.past_best(matched).startswith("falls past its best (on 3 matched seeds")
 
 
 def test_figure2_checks_each_curve_past_its_best_size(tmp_path, monkeypatch):
@@ -165,7 +177,7 @@ def test_table16_gives_fts_lead_over_lora_at_each_data_size(tmp_path, monkeypatc
     from minilora.paper.bases import lead
 
     monkeypatch.setattr(experiments, "execute", None)  # full-recorded trains nothing
-    b = tables.get_budget("full")
+    b = budgets.get_budget("full")
     records = protocol.Records()
     table4, _ = tables.table4_runs(b, records)
 
@@ -189,7 +201,7 @@ def test_figure2_shows_the_second_base_from_the_bases_recorded_runs(tmp_path, mo
     from minilora.paper.report import mean_sd
 
     monkeypatch.setattr(experiments, "execute", None)  # full-recorded trains nothing
-    b = tables.get_budget("full")
+    b = budgets.get_budget("full")
     records = protocol.Records()
     runs, _ = bases.bases_runs(b, records)
     lr = protocol.choose_rate(b, "lora", "sql", records, base="char-small-mixed")[0]

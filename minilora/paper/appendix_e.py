@@ -13,9 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from minilora.paper import protocol as P
+from minilora.paper.budgets import TASKS, get_budget, records_of
 from minilora.paper.experiments import Run
 from minilora.paper.report import header, mean_sd, write
-from minilora.paper.tables import TASKS, get_budget, records_of
 
 LORA = {"r": 8, "alpha": P.ALPHA, "targets": ("q", "v")}
 PREFIX = {"l_p": 8, "l_i": 8}

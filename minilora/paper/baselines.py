@@ -56,6 +56,10 @@ DEFAULTS = {
 for _name in COMBINED:
     DEFAULTS[_name] = {**DEFAULTS["lora"], **DEFAULTS[_name.split("+")[1]]}
 PROJ = {"q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "o_proj"}
+# The MLP's two Linears (d -> 4d, 4d -> d): LoRA on every Linear of a block adds them to
+# Wq, Wk, Wv, Wo (Biderman et al. 2024; Schulman et al. 2025), not a setting of the paper.
+MLP_PROJ = {"fc1": "fc_in", "fc2": "fc_out"}
+ALL_LINEAR = ("q", "k", "v", "o", "fc1", "fc2")
 
 
 def check_method(name: str, settings: dict | None = None) -> dict:
@@ -79,9 +83,11 @@ def _check_fits(name: str, s: dict, config) -> None:
     if "r" in s and not (isinstance(s["r"], (int, np.integer)) and 1 <= s["r"] <= d):
         raise ValueError(f"{name}: rank r={s['r']!r} must be an integer in [1, d_model={d}]")
     if "targets" in s:
-        bad = [t for t in s["targets"] if t not in PROJ]
+        bad = [t for t in s["targets"] if t not in {**PROJ, **MLP_PROJ}]
         if bad or not s["targets"]:
-            raise ValueError(f"lora: targets {list(s['targets'])} must be some of {list(PROJ)}")
+            raise ValueError(
+                f"lora: targets {list(s['targets'])} must be some of {[*PROJ, *MLP_PROJ]}"
+            )
     if "l_p" in s:
         l_p, l_i, limit = s["l_p"], s["l_i"], config.block_size
         if min(l_p, l_i) < 0 or l_p + l_i < 1 or l_p + l_i > limit:
@@ -99,7 +105,7 @@ def trainable_count(name: str, config, settings: dict | None = None) -> int:
     the biases (per block 4d attention + 5d MLP + 2d LayerNorm, plus d for the
     final LayerNorm); PreEmbed d (l_p + l_i); PreLayer L d (l_p + l_i);
     AdapterH 2L (2 d r + r + d); AdapterL L (2 d r + r + d) + 2 L d;
-    LoRA 2 x L_hat x d x r.
+    LoRA 2 x L_hat x d x r (and r (d + 4d) per adapted MLP Linear, a target beyond the paper's).
     """
     s = check_method(name, settings)
     _check_fits(name, s, config)
@@ -132,7 +138,9 @@ def trainable_count(name: str, config, settings: dict | None = None) -> int:
         return trainable_count("lora", config, lora) + trainable_count(
             name.split("+")[1], config, prefix
         )
-    return lora_params(shape, s["r"], tuple(s["targets"]))
+    attention = tuple(t for t in s["targets"] if t in PROJ)
+    mlp = L * 5 * d * s["r"] * sum(t in MLP_PROJ for t in s["targets"])  # B (.. x r), A (r x ..)
+    return (lora_params(shape, s["r"], attention) if attention else 0) + mlp
 
 
 def apply_method(model, name: str, settings: dict | None = None, generator=None) -> Module:
@@ -169,7 +177,7 @@ def apply_method(model, name: str, settings: dict | None = None, generator=None)
         return wrapped
     else:
         alpha = s["alpha"] if s["alpha"] is not None else 2.0 * s["r"]
-        targets = tuple(PROJ[t] for t in s["targets"])
+        targets = tuple({**PROJ, **MLP_PROJ}[t] for t in s["targets"])
         inject_lora(model, LoRAConfig(r=s["r"], alpha=alpha, target_modules=targets), generator=rng)
     return model
 

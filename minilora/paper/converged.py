@@ -17,6 +17,11 @@ them, over every pair of seeds there is rather than one pair:
   about a ninth) and the amplification factor ‖dW‖_F / ‖U^T W V^T‖_F.
 
 Each cell needs its records and their adapter files; cells without them say so.
+
+Section 7 in three files, one story: ``analysis`` defines the measures (Eq. 4's phi, Table 7's
+projections, where dW reads); this module answers the section's questions on the protocol's own
+adapters (the verdicts of docs/REPRODUCTION.md); ``section7`` keeps the first, shorter runs that
+the document quotes as history.
 """
 
 from __future__ import annotations
@@ -28,9 +33,9 @@ import numpy as np
 
 from minilora.paper import analysis
 from minilora.paper import protocol as P
+from minilora.paper.budgets import TASKS, get_budget
 from minilora.paper.experiments import RECORDS, Cache, run_all
 from minilora.paper.report import plot, write
-from minilora.paper.tables import TASKS, get_budget
 from minilora.work.pretrained import load_pretrained
 
 RANKS = (4, 8, 64)

@@ -85,8 +85,8 @@ def counts(budget: str, out_dir: Path, progress: bool = True) -> Path:
     and every method's count on our base model: formula and built model."""
     from minilora.lora import count_parameters
     from minilora.paper.baselines import apply_method, trainable_count
+    from minilora.paper.budgets import get_budget
     from minilora.paper.report import write
-    from minilora.paper.tables import get_budget
     from minilora.work.pretrained import load_pretrained
 
     get_budget(budget)

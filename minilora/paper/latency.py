@@ -88,10 +88,10 @@ def table1(budget: str, out_dir: Path, progress: bool = True) -> Path:
     from tqdm.auto import tqdm
 
     from minilora.paper import experiments
+    from minilora.paper.budgets import get_budget
     from minilora.paper.experiments import machine
     from minilora.paper.report import plot as _plot
     from minilora.paper.report import write as _write
-    from minilora.paper.tables import get_budget
     from minilora.work.io import read_json, write_json
 
     get_budget(budget)

@@ -63,7 +63,7 @@ def swept_settings(method: str) -> dict:
 def protocol_run(
     b, method: str, task: str, settings: dict, seed: int, lr: float, base: str = BASE
 ) -> Run:
-    """The run of one cell under budget ``b`` (a ``tables.Budget``), from base model ``base``."""
+    """The run of one cell under budget ``b`` (a ``budgets.Budget``), from base model ``base``."""
     return Run(
         method, task, settings, seed=seed, steps=b.steps, batch_size=b.batch_size, lr=lr,
         n_train=b.n_train, n_eval=b.n_eval, eval_every=b.eval_every, n_val_eval=b.n_val_eval,
@@ -103,11 +103,13 @@ class Records:
 
 
 def choose_rate(
-    b, method: str, task: str, records: Records, compute=None, base: str = BASE
+    b, method: str, task: str, records: Records, compute=None, base: str = BASE, settings=None
 ) -> tuple:
     """(chosen rate or None, {rate: record}) for ``method`` on ``task`` under ``b``.
 
     Every base model gets its own sweep (``base``: the shipped model the runs start from).
+    ``settings`` (default ``swept_settings(method)``) sweeps another configuration of the
+    method (e.g. LoRA on every Linear): its own grid around the method's default, its own choice.
 
     Without a sweep in ``b`` (the quick budget) the default rate, untuned. With one,
     the grid's records; those missing are computed by ``compute(runs)`` (a
@@ -116,10 +118,11 @@ def choose_rate(
     if not b.sweep:
         return DEFAULT_LR[method], {}
     ks = list(GRID)
+    settings = swept_settings(method) if settings is None else settings
     for _ in range(MAX_EXTENSIONS + 1):
         runs = {
             rate(method, k): protocol_run(
-                b, method, task, swept_settings(method), SWEEP_SEED, rate(method, k), base
+                b, method, task, settings, SWEEP_SEED, rate(method, k), base
             )
             for k in ks
         }
@@ -187,7 +190,9 @@ def cell_mark(b, method, task, settings, seeds, records: Records, base: str = BA
     return f" (lr {rate:g})" if blown else ""
 
 
-def sweep_runs_missing(b, method: str, task: str, records: Records, base: str = BASE) -> list[Run]:
+def sweep_runs_missing(
+    b, method: str, task: str, records: Records, base: str = BASE, settings=None
+) -> list[Run]:
     """The sweep runs still to do before the rate of ``method`` on ``task`` is known: the
     missing rates of the grid, or, once the grid is complete with its best rate at an edge,
     the rate that extends it (what ``choose_rate`` would compute next)."""
@@ -201,7 +206,7 @@ def sweep_runs_missing(b, method: str, task: str, records: Records, base: str = 
         raise _Asked
 
     try:
-        choose_rate(b, method, task, records, compute=note, base=base)
+        choose_rate(b, method, task, records, compute=note, base=base, settings=settings)
     except _Asked:
         pass
     return asked

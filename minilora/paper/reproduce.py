@@ -12,7 +12,8 @@ Names (Hu et al. 2021, arXiv 2106.09685):
     converged  section 7 on the protocol's kept adapters              minilora.paper.converged
     figure2, table16  each method at several sizes; little data (F.2, F.3)  minilora.paper.sizes
     appendix_e  LoRA combined with PreEmbed and with PreLayer          minilora.paper.appendix_e
-    longer   LoRA r = 8 trained for 2x and 4x the steps (the budget)    minilora.paper.longer
+    longer   LoRA r = 8 at 2x and 4x the steps, FT at 4x (the budget)   minilora.paper.longer
+    placement  LoRA on every Linear, MLP included (the modern reading)  minilora.paper.placement
     figure3, figure4, table7   section 7's analyses                   minilora.paper.section7
     all      every one of them
 
@@ -47,6 +48,7 @@ REPRODUCTIONS = {
     "table16": ("minilora.paper.sizes", "REPRODUCTIONS"),
     "appendix_e": ("minilora.paper.appendix_e", "appendix_e"),
     "longer": ("minilora.paper.longer", "longer"),
+    "placement": ("minilora.paper.placement", "placement"),
     "figure3": ("minilora.paper.section7", "REPRODUCTIONS"),
     "figure4": ("minilora.paper.section7", "REPRODUCTIONS"),
     "table7": ("minilora.paper.section7", "REPRODUCTIONS"),
@@ -98,7 +100,7 @@ def reproduce(names, budget: str = "quick", out_dir=DEFAULT_OUT, progress: bool 
     # the reproductions that read records
     recorded = (
         "table4", "table5", "table6", "sweeps", "counts", "bases", "converged", "figure2",
-        "table16", "appendix_e", "longer", "table1", "figure3", "figure4", "table7",
+        "table16", "appendix_e", "longer", "placement", "table1", "figure3", "figure4", "table7",
     )  # fmt: skip
 
     def budget_of(name):  # the other reproductions know quick and full only
@@ -109,13 +111,24 @@ def reproduce(names, budget: str = "quick", out_dir=DEFAULT_OUT, progress: bool 
 
 def plan(names, budget, cache_dir=None) -> str:
     """What ``reproduce NAMES --budget BUDGET`` still has to run, and its CPU time."""
-    from minilora.paper import appendix_e, bases, converged, longer, protocol, sizes, tables
+    from minilora.paper import (
+        appendix_e,
+        bases,
+        budgets,
+        converged,
+        longer,
+        placement,
+        protocol,
+        sizes,
+        tables,
+    )
 
     run_lists = {**tables.RUN_LISTS, "bases": bases.bases_runs, **sizes.RUN_LISTS}
     run_lists["appendix_e"] = appendix_e.appendix_e_runs
     run_lists["longer"] = longer.longer_runs
+    run_lists["placement"] = placement.placement_runs
     run_lists["converged"] = lambda b, records: (converged.converged_runs(b, records), [])
-    b = tables.get_budget(budget)
+    b = budgets.get_budget(budget)
     records = protocol.Records(cache_dir)
     missing, pending = {}, {}
     for name in resolve(names):

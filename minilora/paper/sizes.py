@@ -20,6 +20,7 @@ LoRA on Wq, Wv over Table 6's ranks: the bases comparison's), 3 seeds each.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -27,9 +28,10 @@ import numpy as np
 from minilora.paper import protocol as P
 from minilora.paper.baselines import DEFAULTS
 from minilora.paper.bases import lead
+from minilora.paper.budgets import TASKS, get_budget, records_of
 from minilora.paper.experiments import Run
-from minilora.paper.report import header, mean_sd, se_of_difference, write
-from minilora.paper.tables import MAIN_METHODS, TABLE4_ROWS, TASKS, get_budget, records_of
+from minilora.paper.report import header, mean_sd, paired_difference, write
+from minilora.paper.tables import MAIN_METHODS, TABLE4_ROWS
 
 SEEDS = (0, 1)
 LORA = {"alpha": P.ALPHA, "targets": ("q", "v")}
@@ -102,6 +104,23 @@ def _scores(recs: dict, method: str, settings: dict, task: str, n_train: int) ->
     ]  # fmt: skip
 
 
+def _every_seed(recs: dict, records, b, method, settings, task, n_train) -> dict:
+    """{seed: score} of one cell: its own runs' seeds and every other seed (up to Table 4's
+    ``b.main_seeds``) recorded for the very same run, whichever table ran it. The rule (fixed
+    before the comparison it serves was looked at again, issue 28): a cell shows every seed
+    recorded for it, and two cells are compared on the seeds both have."""
+    key = Run(method, task, settings).settings
+    own = [run for run in recs if (run.method, run.settings, run.task, run.n_train)
+           == (method, key, task, n_train)]  # fmt: skip
+    found = {}
+    for run in own:
+        for seed in dict.fromkeys((run.seed, *b.main_seeds)):
+            rec = recs.get(run) if seed == run.seed else records.get(replace(run, seed=seed))
+            if rec is not None and rec.get("score") is not None:
+                found[seed] = rec["score"]
+    return dict(sorted(found.items()))
+
+
 def _size_label(method: str, settings: dict) -> str:
     settings = {**DEFAULTS[method], **settings}
     if "l_p" in settings:
@@ -157,24 +176,33 @@ def past_best(curve: list) -> str:
     """What a curve does past its best size: Figure 2's finding is that the prefix methods fall
     (PreEmbed past 256 special tokens, PreLayer past 32, on GPT-3) and LoRA does not.
 
-    ``curve`` is [(trainable, [score per seed])], smallest first. A fall counts only when the
-    largest size's mean is below the best mean by more than twice the standard error of the
-    difference and by more than a point; with 2 seeds that standard error is itself rough.
+    ``curve`` is [(trainable, {seed: score})], smallest first. The best size is the one with
+    the best mean over its seeds. A fall counts only when, **on the seeds both the best and the
+    largest size have** (matched seeds), the largest is below the best by more than a point and
+    by more than the half-width of the 95% interval of the paired difference (Student's t with
+    n - 1 degrees of freedom: with 2-3 seeds, two standard errors are not a 95% rule).
     """
-    means = [float(np.mean(scores)) for _, scores in curve]
+    means = [float(np.mean(list(scores.values()))) for _, scores in curve]
     if max(means) < 0.01:
         return "never learns (under 1% at every size)"
     best = int(np.argmax(means))
     if best == len(curve) - 1:
         return "rises to its largest size"
-    se = se_of_difference(curve[best][1], curve[-1][1])
-    drop = means[best] - means[-1]
-    where = f"from {100 * means[best]:.1f}% at {curve[best][0]:,} to {100 * means[-1]:.1f}%"
-    if drop > max(2 * se, 0.01):
-        return (
-            f"falls past its best, {where} ({100 * drop:.1f} points, {drop / max(se, 1e-9):.1f} se)"
-        )
-    return f"level past its best ({where}, within seed spread)"
+    paired = paired_difference(curve[best][1], curve[-1][1])
+    if paired is None:
+        return "fewer than 2 matched seeds: not judged"
+    drop, half, n = paired
+    mean_best = np.mean(
+        [curve[best][1][s] for s in sorted(set(curve[best][1]) & set(curve[-1][1]))]
+    )
+    where = (
+        f"on {n} matched seeds from {100 * mean_best:.1f}% at {curve[best][0]:,} to "
+        f"{100 * (mean_best - drop):.1f}%, {100 * drop:.1f} points lower, 95% interval ± "
+        f"{100 * half:.1f}"
+    )
+    if drop > max(half, 0.01):
+        return f"falls past its best ({where})"
+    return f"level past its best ({where})"
 
 
 def _plot_by_task(path: Path, series: dict, title: str) -> None:
@@ -219,8 +247,10 @@ def figure2(budget, out_dir: Path, progress: bool = True) -> Path:
         "Every method at several sizes, at the rate its sweep chose at the default size.",
     )  # fmt: skip
     lines += [
-        f"Mean ± standard deviation over seeds {list(seeds)}; the default-size cells are Table "
-        "4's, with its seeds (5 for FT and LoRA, 3 for the others).",
+        f"Mean ± standard deviation over the seeds recorded for each cell: seeds {list(seeds)} "
+        "run for this figure, and every other seed recorded for the very same run by another "
+        "table (Table 4's default-size cells: 5 seeds for FT and LoRA, 3 for the others; "
+        "section 7's adapters at r = 64: 3).",
         "",
         "| method | size | trainable | " + " | ".join(t.upper() for t in tasks) + " |",
         "|---|---|---:|" + "---:|" * len(tasks),
@@ -230,7 +260,9 @@ def figure2(budget, out_dir: Path, progress: bool = True) -> Path:
     records = P.Records(out_dir / "cache")
     for method, sizes in SIZES.items():
         for settings in sizes:
-            cells = {t: _scores(recs, method, settings, t, b.n_train) for t in tasks}
+            cells = {
+                t: _every_seed(recs, records, b, method, settings, t, b.n_train) for t in tasks
+            }
             key = Run(method, "sql", settings).settings
             counts = [rec["trainable"] for run, rec in recs.items()
                       if (run.method, run.settings) == (method, key)]  # fmt: skip
@@ -241,7 +273,7 @@ def figure2(budget, out_dir: Path, progress: bool = True) -> Path:
                 f"| {label} | {_size_label(method, settings)} | "
                 f"{'—' if trainable is None else f'{trainable:,}'} | "
                 + " | ".join(
-                    (mean_sd(cells[t]) if cells[t] else "not yet run")
+                    (mean_sd(list(cells[t].values())) if cells[t] else "not yet run")
                     + P.cell_mark(b, method, t, settings, seeds, records)
                     for t in tasks
                 )
@@ -252,18 +284,20 @@ def figure2(budget, out_dir: Path, progress: bool = True) -> Path:
                     name = f"{t}: {label.split(' (')[0]}" + (
                         " on Wq+Wv" if method == "lora" else ""
                     )
-                    series.setdefault(name, []).append((trainable, float(np.mean(cells[t]))))
+                    mean = float(np.mean(list(cells[t].values())))
+                    series.setdefault(name, []).append((trainable, mean))
                     curves.setdefault(name, []).append((trainable, cells[t]))
     for (targets, r), found in sorted(_lora_targets(b, out_dir).items()):
         label = Run("lora", "sql", {"r": r, "alpha": P.ALPHA, "targets": targets}).label()
         trainable, scores = found[0]["trainable"], [rec["score"] for rec in found]
+        by_seed = {rec["run"]["seed"]: rec["score"] for rec in found}
         lines.append(
             f"| {label} (Table 6's runs) | r = {r} | {trainable:,} | {mean_sd(scores)} |"
             + " sql only |" * (len(tasks) - 1)
         )
         name = "sql: LoRA on " + "+".join(f"W{t}" for t in targets)
         series.setdefault(name, []).append((trainable, float(np.mean(scores))))
-        curves.setdefault(name, []).append((trainable, scores))
+        curves.setdefault(name, []).append((trainable, by_seed))
     second = _second_base(b, out_dir)
     for method, r in sorted({k[:2] for k in second}, key=lambda k: (k[0] != "lora", k[1] or 0)):
         settings = {"r": r, **LORA} if method == "lora" else {}
@@ -280,14 +314,17 @@ def figure2(budget, out_dir: Path, progress: bool = True) -> Path:
         for t, scores in cells.items():
             if scores:
                 name = f"{t}: {'LoRA on Wq+Wv' if method == 'lora' else 'FT'}, char-small-mixed"
+                by_seed = {rec["run"]["seed"]: rec["score"] for rec in second[method, r, t]}
                 series.setdefault(name, []).append((trainable, float(np.mean(scores))))
-                curves.setdefault(name, []).append((trainable, scores))
+                curves.setdefault(name, []).append((trainable, by_seed))
     if any("(lr " in line for line in lines):
         lines += ["", P.MARK_NOTE]
     lines += [
         "",
-        "Past its best size (the paper: the prefix methods fall, LoRA does not); a fall counts "
-        "when the largest size is below the best by more than two standard errors and a point:",
+        "Past its best size (the paper: the prefix methods fall, LoRA does not). A fall counts "
+        "when, on the seeds both the best and the largest size have (matched seeds), the largest "
+        "is below the best by more than a point and by more than the half-width of the 95% "
+        "interval of the paired difference (t with n - 1 degrees of freedom; `sizes.past_best`):",
         "",
         "| curve | sizes | past its best size |",
         "|---|---:|---|",

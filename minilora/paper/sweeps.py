@@ -15,8 +15,9 @@ import math
 from pathlib import Path
 
 from minilora.paper import protocol as P
+from minilora.paper.budgets import TASKS, get_budget
 from minilora.paper.report import header, pct, plot, write
-from minilora.paper.tables import TABLE4_ROWS, TASKS, get_budget
+from minilora.paper.tables import TABLE4_ROWS
 
 
 def _curves(path: Path, curves: dict, title: str) -> None:

@@ -24,18 +24,16 @@ rates.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from minilora.paper import experiments
 from minilora.paper import protocol as P
 from minilora.paper.baselines import METHODS
-from minilora.paper.experiments import METRICS, Run, run_all
+from minilora.paper.budgets import TASKS, Budget, get_budget, records_of
+from minilora.paper.experiments import METRICS, Run
 from minilora.paper.report import header, mean_sd, plot, write
 
-TASKS = ("sql", "nli")
 # Table 4's rows: (method, settings); every LoRA row has alpha = 16 (scaling 16 / r)
 TABLE4_ROWS = [(m, {}) for m in METHODS if m != "lora"] + [
     ("lora", {"r": 2, "alpha": P.ALPHA, "targets": ("q", "v")}),
@@ -65,61 +63,6 @@ PAPER6 = {  # WikiSQL, r = 1, 2, 4, 8, 64
     "qv": (73.4, 73.3, 73.7, 73.8, 73.5),
     "qkvo": (74.1, 73.7, 74.0, 74.0, 73.9),
 }
-
-
-@dataclass(frozen=True)
-class Budget:
-    """How much each table computes. ``quick`` is a smoke test; ``full`` is the protocol."""
-
-    name: str
-    steps: int  # training steps of every run
-    seeds: tuple  # seeds per cell
-    main_seeds: tuple  # seeds of Table 4's LoRA and FT rows
-    n_train: int
-    n_eval: int  # test questions scored per run
-    batch_size: int
-    tasks5: tuple  # the tasks of Table 5
-    tasks6: tuple  # the tasks of Table 6
-    ranks: tuple  # Table 6's ranks
-    table5_rows: int  # how many of TABLE5_ROWS
-    eval_every: int = 0  # validation loss every so many steps, best checkpoint scored
-    n_val_eval: int = 0  # validation questions scored (the rate's choice)
-    sweep: bool = False  # learning rates chosen on the validation split
-    compute: bool = True  # False: tables from the records there are, missing cells marked
-
-
-BUDGETS = {
-    "quick": Budget("quick", 6, (0,), (0,), 200, 12, 8, TASKS, ("sql",), (1, 8), 3, 6, 12),
-    # The protocol. Cut to fit (the issue's order): Table 6 on nli.
-    "full": Budget(
-        "full",
-        P.STEPS,
-        (0, 1, 2),
-        (0, 1, 2, 3, 4),
-        P.N_TRAIN,
-        P.N_TEST,
-        P.BATCH_SIZE,
-        TASKS,
-        ("sql",),
-        (1, 2, 4, 8, 64, 128),
-        7,
-        P.EVAL_EVERY,
-        P.N_VAL_SCORED,
-        True,
-    ),  # fmt: skip
-}
-
-
-def get_budget(budget) -> Budget:
-    """A budget by name ("quick", "full", "full-recorded": full, computing nothing), or a
-    ``Budget`` itself (e.g. full with one seed)."""
-    if isinstance(budget, Budget):
-        return budget
-    if budget == "full-recorded":
-        return replace(BUDGETS["full"], compute=False)
-    if budget not in BUDGETS:
-        raise ValueError(f"unknown budget {budget!r}; valid budgets: {', '.join(BUDGETS)}")
-    return BUDGETS[budget]
 
 
 def rates(b: Budget, records, tasks=TASKS, methods=None, compute=None) -> dict:
@@ -176,33 +119,6 @@ def table6_runs(b: Budget, records=None, compute=None) -> tuple[list[Run], list[
 RUN_LISTS = {"table4": table4_runs, "table5": table5_runs, "table6": table6_runs}
 
 
-def records_of(runs_of, name: str, b: Budget, out_dir: Path, progress: bool) -> dict:
-    """{run: record} of the runs ``runs_of(b, records, compute)`` lists (a ``RUN_LISTS``-like
-    function): the sweeps first (choosing the rates), then the cells; with a budget that
-    computes nothing, the records there are.
-
-    The sweeps run in rounds: each round asks ``runs_of`` which sweep runs it is missing
-    (every sweep at once, so that ``--jobs`` workers share them), computes them, and asks
-    again until every rate is chosen (an edge's extension is the next round). Workers left
-    idle by a short round take cells whose rate is already known."""
-    cache = out_dir / "cache"
-    records = P.Records(cache)
-    if not b.compute:
-        runs, _ = runs_of(b, records)
-        return {r: rec for r in runs if (rec := records.get(r)) is not None}
-    while True:
-        wanted = []
-        runs, waiting = runs_of(b, records, wanted.extend)
-        sweeps = list(dict.fromkeys(r for r in wanted if records.get(r) is None))
-        if not sweeps:
-            break
-        idle = max(0, experiments.JOBS - len(sweeps))
-        known = [r for r in dict.fromkeys(runs) if r not in sweeps and records.get(r) is None]
-        run_all(sweeps + known[:idle], cache, progress, desc=f"{name} (sweeps)")
-    assert not waiting, "every sweep was computed, so every rate is known"
-    return dict(zip(runs, run_all(runs, cache, progress, desc=name)))
-
-
 def _index(recs: dict) -> dict:
     """{(method, settings, task, seed): record}."""
     return {(r.method, r.settings, r.task, r.seed): rec for r, rec in recs.items()}
@@ -253,16 +169,16 @@ def table4(budget: str, out_dir: Path, progress: bool = True) -> Path:
             continue
         first = (row["sql"] + row["nli"])[0]
         paper = PAPER4.get(m)
-        if m == "lora" and s.get("r") != 2:
-            paper = (74.0, 91.6) if paper else None  # the paper's larger LoRA (37.7M)
+        paper = f"{paper[0]} / {paper[1]}" if paper else "—"
+        if m == "lora":  # the paper's 37.7M row is r = 8 on Wq, Wv; its 4.7M row is r = 1
+            paper = "74.0 / 91.6" if s.get("r") == 8 else f"{PAPER6['qv'][1]} / — (Table 6)"
         lines.append(
             f"| {Run(m, 'sql', s).label()} | {first['trainable']:,} | "
             f"{mean_sd([x['score'] for x in row['sql']])} | "
             f"{mean_sd([x['score'] for x in row['nli']])} | "
             f"{' / '.join(_lr(row[t]) for t in TASKS)} | "
-            f"{np.median([x['step_ms'] for x in row['sql'] + row['nli']]):.0f} | "
-            f"{first['state_bytes'] / 1024:,.0f} KiB | "
-            f"{'—' if paper is None else f'{paper[0]} / {paper[1]}'} |"
+            f"{_median_ms(row['sql'])} | "
+            f"{first['state_bytes'] / 1024:,.0f} KiB | {paper} |"
         )
         for t in TASKS:
             scores = [x["score"] for x in row[t] if x["score"] is not None]
@@ -279,8 +195,21 @@ def table4(budget: str, out_dir: Path, progress: bool = True) -> Path:
         "trainable parameters",
         f"Table 4 ({b.name} budget): score against trainable parameters",
     )
-    lines += ["", "![score against trainable parameters](table4.png)"]
+    lines += [
+        "",
+        "Step ms: the median step time of the sql runs. The paper column of LoRA r = 2 is its "
+        "Table 6 (WikiSQL, r = 2 on Wq, Wv): the paper's Table 4 row with 4.7M parameters "
+        f"({PAPER4['lora'][0]} / {PAPER4['lora'][1]}) is r = 1 on Wq, Wv (or r = 2 on Wv alone, "
+        "its appendix), and its 37.7M row (74.0 / 91.6) is r = 8 on Wq, Wv.",
+        "",
+        "![score against trainable parameters](table4.png)",
+    ]
     return write(out_dir / "table4.md", lines)
+
+
+def _median_ms(records: list) -> str:
+    """The median training step time of ``records`` in ms (one task's runs: never pooled)."""
+    return f"{np.median([r['step_ms'] for r in records]):.0f}" if records else "—"
 
 
 def _lr(records: list) -> str:
@@ -379,6 +308,6 @@ def table6(budget: str, out_dir: Path, progress: bool = True) -> Path:
 TABLES = {"table4": table4, "table5": table5, "table6": table6}
 
 __all__ = [
-    "BUDGETS", "LR", "RUN_LISTS", "TABLES", "Budget", "get_budget", "records_of", "table4_runs",
-    "table5_runs", "table6_runs",
+    "LR", "PAPER4", "PAPER5", "PAPER6", "RUN_LISTS", "TABLE4_ROWS", "TABLES", "rates", "table4",
+    "table4_runs", "table5", "table5_runs", "table6", "table6_runs",
 ]  # fmt: skip
