@@ -31,7 +31,7 @@ class Mutant:
 
 
 T_TENSOR = ("tests/test_tensor.py",)
-T_OPS = ("tests/test_ops.py", "tests/test_fast_paths.py")
+T_OPS = ("tests/test_tensor.py", "tests/test_ops.py", "tests/test_fast_paths.py")
 T_FUNCTIONAL = ("tests/test_functional.py", "tests/test_fast_paths.py")
 T_NN = ("tests/test_nn.py",)
 T_OPTIM = ("tests/test_optim.py",)
