@@ -41,6 +41,15 @@ def test_the_list_has_unique_names_and_covers_the_core():
         assert core in files
 
 
+def test_list_and_only_run_no_test(capsys):
+    assert mutate.main(["--list"]) == 0
+    assert f"{len(MUTANTS)} mutants, each found exactly once" in capsys.readouterr().out
+    assert mutate.main(["--list", "--only", "softmax"]) == 0
+    assert "softmax_without_max_shift" in capsys.readouterr().out
+    assert mutate.main(["--only", "no such mutant"]) == 2
+    assert "matches no mutant" in capsys.readouterr().err
+
+
 # ---- the tool, on a tiny module ------------------------------------------------------------
 @pytest.fixture(autouse=True)
 def bare_pytest(monkeypatch):
@@ -73,6 +82,9 @@ def test_a_mutant_is_applied_judged_and_the_file_put_back(tmp_path):
     outcome, _, detail = mutate.run_mutant(marked, tmp_path, timeout=120)
     assert (outcome, detail) == (mutate.EQUIVALENT, "same product")
     assert path.read_text() == TINY_MODULE and path.stat().st_mtime_ns == before
+    wrongly = Mutant("x3", "tiny.py", "2 * x", "3 * x", ("test_tiny.py",), "why", "not so")
+    outcome, _, detail = mutate.run_mutant(wrongly, tmp_path, timeout=120)
+    assert outcome == mutate.KILLED and detail.startswith("marked equivalent, yet FAILED")
 
 
 def test_inside_the_block_the_file_holds_the_mutant_and_an_error_puts_it_back(tmp_path):

@@ -511,7 +511,7 @@ MUTANTS = [
         "minilora/lora.py",
         'trainable = bias == "all" or (bias == "lora_only" and name in lora_bias_names)',
         'trainable = bias != "none"',
-        T_LORA,
+        ("tests/test_lora_model.py", "tests/test_lora.py"),  # the model-level test first
         'bias="lora_only" trains every bias, not only those of the adapted layers',
     ),
     Mutant(

@@ -130,6 +130,8 @@ def run_mutant(mutant: Mutant, root: Path, timeout: float) -> tuple[str, float, 
         outcome, seconds, detail = run_tests(mutant.tests, root, timeout)
     if mutant.equivalent and outcome == SURVIVED:
         return EQUIVALENT, seconds, mutant.equivalent
+    if mutant.equivalent:  # a test tells it apart after all: the note in the list is wrong
+        detail = f"marked equivalent, yet {detail}"
     return outcome, seconds, detail
 
 
@@ -212,7 +214,7 @@ def main(argv=None) -> int:
         print(f"mutate.py: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("mutate.py: interrupted; the mutated file was put back", file=sys.stderr)
+        print("mutate.py: interrupted; no mutant was left in the tree", file=sys.stderr)
         return 130
     counted = [r for r in results if r != EQUIVALENT]
     killed = sum(r in (KILLED, TIMEOUT) for r in counted)
