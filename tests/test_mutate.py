@@ -64,7 +64,7 @@ TINY_TEST = "from tiny import double\n\n\ndef test_double():\n    assert double(
 def tiny(tmp_path, original="2 * x", mutated="3 * x", equivalent="") -> Mutant:
     (tmp_path / "tiny.py").write_text(TINY_MODULE)
     (tmp_path / "test_tiny.py").write_text(TINY_TEST)
-    return Mutant("tiny", "tiny.py", original, mutated, ("test_tiny.py",), "why", equivalent)
+    return Mutant("tiny", "tiny.py", ("test_tiny.py",), original, mutated, "why", equivalent)
 
 
 def test_a_mutant_is_applied_judged_and_the_file_put_back(tmp_path):
@@ -76,13 +76,13 @@ def test_a_mutant_is_applied_judged_and_the_file_put_back(tmp_path):
     assert outcome == mutate.KILLED and "test_tiny.py::test_double" in detail and seconds > 0
     assert path.read_text() == TINY_MODULE and path.stat().st_mtime_ns == before
 
-    harmless = Mutant("x2", "tiny.py", "2 * x", "x * 2", ("test_tiny.py",), "why")
+    harmless = Mutant("x2", "tiny.py", ("test_tiny.py",), "2 * x", "x * 2", "why")
     assert mutate.run_mutant(harmless, tmp_path, timeout=120)[0] == mutate.SURVIVED
-    marked = Mutant("x2", "tiny.py", "2 * x", "x * 2", ("test_tiny.py",), "why", "same product")
+    marked = Mutant("x2", "tiny.py", ("test_tiny.py",), "2 * x", "x * 2", "why", "same product")
     outcome, _, detail = mutate.run_mutant(marked, tmp_path, timeout=120)
     assert (outcome, detail) == (mutate.EQUIVALENT, "same product")
     assert path.read_text() == TINY_MODULE and path.stat().st_mtime_ns == before
-    wrongly = Mutant("x3", "tiny.py", "2 * x", "3 * x", ("test_tiny.py",), "why", "not so")
+    wrongly = Mutant("x3", "tiny.py", ("test_tiny.py",), "2 * x", "3 * x", "why", "not so")
     outcome, _, detail = mutate.run_mutant(wrongly, tmp_path, timeout=120)
     assert outcome == mutate.KILLED and detail.startswith("marked equivalent, yet FAILED")
 
