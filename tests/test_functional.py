@@ -237,3 +237,57 @@ def test_attention(lead, tsd, mask_kind, data, device):
         np_attention(q, k, v, hidden),
     )
     check_grads(lambda q, k, v: F.attention(q, k, v, mask), [q, k, v], device)
+
+
+# ---- large logits, per-row key padding (issue 32) -----------------------------------------
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+def test_softmax_and_log_softmax_on_large_logits(name, dtype, device):
+    """Rows offset by 1e4, -1e4 and 3e4: exp overflows past 88 (float32) and 709 (float64),
+    so only the max shift keeps the results finite. Both ops are unchanged by adding one
+    number to a row, so the expected values are the float64 formulas on the rows as stored
+    with their offsets taken off (exact: the two numbers are within a factor of 2); with
+    L = sum(out * R) the gradients are s (R - sum(R s)) and R - s sum(R). Kills
+    tools/mutants.py's ``softmax_without_max_shift`` and ``log_softmax_without_max_shift``."""
+    rng = np.random.default_rng(7)
+    offsets = np.array([[1e4], [-1e4], [3e4], [0.0]])
+    x = (rng.uniform(-4.0, 4.0, (4, 6)) + offsets).astype(dtype)
+    near_zero = x.astype(np.float64) - offsets
+    log_s = near_zero - np.log(np.exp(near_zero).sum(-1, keepdims=True))
+    s = np.exp(log_s)
+    R = rng.standard_normal(x.shape).astype(dtype)
+    t = leaf(x, device)
+    out = getattr(F, name)(t)
+    (out * leaf(R, device, requires_grad=False)).sum().backward()
+    R = R.astype(np.float64)
+    if name == "softmax":
+        expected, grad = s, s * (R - (R * s).sum(-1, keepdims=True))
+    else:
+        expected, grad = log_s, R - s * R.sum(-1, keepdims=True)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(out.numpy(), expected, rtol=tol, atol=tol)
+    np.testing.assert_allclose(to_host(t.grad), grad, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_attention_with_left_padding_per_row_equals_attention_over_the_real_keys(fast, device):
+    """A (B, 1, 1, S) mask hides row b's first pad[b] keys (left padding, on the key axis),
+    or'ed with the causal mask: row b's real queries get what attention over its real keys
+    alone gives (the NumPy reference on the unpadded slice, causal mask only). B H = 320
+    (T, S) matrices, so the fast path's softmax runs in two blocks of matrices, each of
+    which must take its own rows of the mask. Kills tools/mutants.py's
+    ``attention_fast_mask_first_block`` (the first block's mask rows used for every block)."""
+    import minilora as ml
+
+    B, H, T, D = 4, 80, 16, 4
+    pad = np.array([0, 3, 7, 12])
+    rng = np.random.default_rng(8)
+    q, k, v = (rng.standard_normal((B, H, T, D)) for _ in range(3))
+    key_padding = np.arange(T)[None, :] < pad[:, None]  # (B, S), True at padding
+    hidden = np.triu(np.ones((T, T), dtype=bool), k=1) | key_padding[:, None, None, :]
+    with ml.fast_paths(fast):
+        out = F.attention(leaf(q, device), leaf(k, device), leaf(v, device), on(device, hidden))
+    for b, p in enumerate(pad):
+        real, causal = slice(p, T), np.triu(np.ones((T - p, T - p), dtype=bool), k=1)
+        alone = np_attention(q[b, :, real], k[b, :, real], v[b, :, real], causal)
+        np.testing.assert_allclose(out.numpy()[b, :, real], alone, rtol=1e-12, atol=1e-12)

@@ -372,3 +372,25 @@ def test_load_state_dict_casts_to_the_parameter_dtype():
     model.load_state_dict(state)
     assert model.wte.weight.dtype == np.float32
     np.testing.assert_array_equal(model.wte.weight.data, state["wte.weight"].astype(np.float32))
+
+
+def test_strict_loading_refuses_an_unexpected_key_that_is_the_only_problem():
+    """A checkpoint with every key of the model plus one it does not know: strict loading
+    raises, names that key and loads nothing; ``strict=False`` loads the rest and returns
+    it. Kills tools/mutants.py's ``strict_load_ignores_unexpected``:
+    ``strict and missing`` instead of ``strict and (missing or unexpected)``."""
+    a, b = tiny_gpt(seed=1), tiny_gpt(seed=2)
+    extra = "blocks.0.attn.q_proj.lora_A.default.weight"
+    state = {k: v.copy() for k, v in a.state_dict().items()}
+    state[extra] = np.zeros((2, 8), dtype=np.float32)
+    before = {k: v.copy() for k, v in b.state_dict().items()}
+    with pytest.raises(KeyError) as info:
+        b.load_state_dict(state)
+    message = str(info.value)
+    assert "unexpected keys" in message and extra in message
+    assert "missing" not in message and "shape" not in message
+    for name, value in b.state_dict().items():
+        np.testing.assert_array_equal(value, before[name])  # nothing loaded
+    assert b.load_state_dict(state, strict=False) == ([], [extra])
+    for name, value in b.state_dict().items():
+        np.testing.assert_array_equal(value, state[name])

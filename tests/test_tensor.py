@@ -359,3 +359,26 @@ def test_lora_shaped_layer_skips_only_the_frozen_product(products, device):
     assert w.grad is None and a.grad.shape == (2, 8) and b.grad.shape == (6, 2)
     outputs = [(x_shape[-2], y_shape[-1]) for x_shape, y_shape in products[3:]]
     assert (6, 8) not in outputs  # no product the shape of W's gradient was computed
+
+
+# ---- nested no_grad (issue 32) ------------------------------------------------------------
+def test_nested_no_grad_restores_the_state_each_block_found(device):
+    """Each exit restores what its enter found: inside an outer ``no_grad`` an inner one
+    (a block, a decorated function, a block left by an exception) leaves gradients off;
+    only the outermost exit turns them back on. Kills tools/mutants.py's
+    ``no_grad_exit_enables``: ``_grad_enabled = True`` in ``__exit__`` instead of
+    ``_grad_enabled = self._previous``."""
+    x = leaf([1.0, 2.0], device)
+    inner = ml.no_grad()(lambda t: t * 2.0)
+    with ml.no_grad():
+        with ml.no_grad():
+            pass
+        assert not ml.is_grad_enabled()
+        assert not (x * 2.0).requires_grad  # no graph after the inner block either
+        inner(x)
+        assert not ml.is_grad_enabled()
+        with pytest.raises(ZeroDivisionError), ml.no_grad():
+            raise ZeroDivisionError
+        assert not ml.is_grad_enabled()
+    assert ml.is_grad_enabled()
+    assert (x * 2.0).requires_grad
