@@ -289,7 +289,7 @@ MUTANTS = [
         "    for path, layer in layers.items():\n        check_mergeable(path, layer)\n",
         "",
         "merge(model) merges layer by layer and stops at a damaged one: half the model merged"),
-    Mutant("zeros_linear_draws_from_the_global_generator", "minilora/lora.py", T_LORA,
+    Mutant("zeros_linear_uses_global_rng", "minilora/lora.py", T_LORA,
         "    layer = Linear.__new__(Linear)\n",
         "    layer = Linear(in_features, out_features, bias=False, dtype=dtype)\n",
         "B is zero, but making it draws from the global generator: later seeded draws move"),
