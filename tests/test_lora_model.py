@@ -378,3 +378,24 @@ def test_named_adapters_switch_tasks_on_one_base(case, targets_b):
         L.set_adapter(model, "task_b")
     L.set_adapter(model, "task_a")
     assert_merge_close(logits(model, idx), expected["task_a"], np.float32)
+
+
+def test_merging_a_model_with_nan_in_its_last_layer_changes_no_layer():
+    """Kills the mutant merge_without_checking_every_layer (tools/mutants.py): each layer's
+    W0 + dW is checked before any layer changes, so a NaN in the last LoRA layer leaves
+    the layers before it unmerged too (not half a model merged)."""
+    gpt_config = GPTConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, d_model=8)
+    model = L.inject_lora(make_gpt(gpt_config, 4), L.LoRAConfig(r=2))
+    layers = L.lora_layers(model)
+    rng = np.random.default_rng(5)
+    for layer in layers.values():  # B != 0, so a merged layer's weight would change
+        B = layer.lora_B["default"].weight
+        B.data = rng.normal(size=B.shape).astype(B.dtype)
+    last_path, last = list(layers.items())[-1]
+    last.lora_B["default"].weight.data[0, 0] = np.nan
+    before = {path: layer.base_layer.weight.data.copy() for path, layer in layers.items()}
+    with pytest.raises(FloatingPointError, match=re.escape(last_path)):
+        L.merge(model)
+    for path, layer in layers.items():
+        assert not layer.merged, path
+        assert np.array_equal(layer.base_layer.weight.data, before[path]), path

@@ -34,11 +34,13 @@ def test_every_mutant_still_matches_its_file_exactly_once(mutant):
 def test_the_list_has_unique_names_and_covers_the_core():
     names = [m.name for m in MUTANTS]
     assert len(set(names)) == len(names)
-    files = {Path(m.file).stem for m in MUTANTS}
-    for core in ("tensor", "broadcasting", "ops", "functional", "attention", "nn", "optim"):
+    files = {m.file.removeprefix("minilora/").removesuffix(".py") for m in MUTANTS}
+    for core in ("backend", "tensor", "broadcasting", "ops", "functional", "checks", "nn"):
         assert core in files
-    for core in ("lora", "lora_fused", "transformer", "gradcheck"):
+    for core in ("optim", "lora", "transformer", "gradcheck"):
         assert core in files
+    for twin in ("fast/norms", "fast/attention", "fast/lora"):
+        assert twin in files
 
 
 def test_list_and_only_run_no_test(capsys):
@@ -46,7 +48,11 @@ def test_list_and_only_run_no_test(capsys):
     assert f"{len(MUTANTS)} mutants, each found exactly once" in capsys.readouterr().out
     assert mutate.main(["--list", "--only", "softmax"]) == 0
     assert "softmax_without_max_shift" in capsys.readouterr().out
-    assert mutate.main(["--only", "no such mutant"]) == 2
+    assert mutate.main(["--list", "--only", "strict_load", "--only", "fused_*"]) == 0
+    listed = capsys.readouterr().out
+    assert "strict_load_ignores_unexpected" in listed and "fused_grad_x_ignores_dropout" in listed
+    assert "4 mutants, each found exactly once" in listed
+    assert mutate.main(["--only", "softmax", "--only", "no such mutant"]) == 2
     assert "matches no mutant" in capsys.readouterr().err
 
 

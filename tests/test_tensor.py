@@ -382,3 +382,12 @@ def test_nested_no_grad_restores_the_state_each_block_found(device):
         assert not ml.is_grad_enabled()
     assert ml.is_grad_enabled()
     assert (x * 2.0).requires_grad
+
+
+def test_backward_refuses_a_grad_of_the_right_size_but_the_wrong_shape(device):
+    """Kills the mutant backward_grad_any_shape (tools/mutants.py): a transposed grad has
+    as many elements as the tensor, and the backward would reshape it without a word."""
+    x = leaf(values((2, 3)), device)
+    with pytest.raises(ValueError, match=r"grad has shape \(3, 2\), expected \(2, 3\)"):
+        (x * 2.0).backward(on(device, np.ones((3, 2))))
+    assert x.grad is None

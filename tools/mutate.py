@@ -12,6 +12,7 @@ change no test can see (mark it ``equivalent`` in the list, with the reason).
 
     python tools/mutate.py                 # every mutant (a few minutes on 2 cores)
     python tools/mutate.py --only softmax  # the mutants whose name or file contains "softmax"
+    python tools/mutate.py --only sub --only 'fast_*'  # several patterns: either matches
     python tools/mutate.py --list          # the list, each checked against its file
 
 It refuses to start while a file it would mutate has uncommitted changes (so a
@@ -151,18 +152,18 @@ def uncommitted(root: Path, files) -> list[str]:
     return [line[3:] for line in done.stdout.splitlines()]
 
 
-def selected(pattern: str | None) -> list[Mutant]:
-    """The mutants whose name or file contains ``pattern`` (or matches it as a glob)."""
-    if pattern is None:
+def selected(patterns) -> list[Mutant]:
+    """The mutants whose name or file contains one of ``patterns`` (or matches it as a glob)."""
+    if not patterns:
         return list(MUTANTS)
-    chosen = [
-        m
-        for m in MUTANTS
-        if pattern in m.name or pattern in m.file or fnmatch.fnmatch(m.name, pattern)
-    ]
-    if not chosen:
-        raise MutantError(f"--only {pattern!r} matches no mutant (see --list)")
-    return chosen
+    for pattern in patterns:
+        if not any(matches(m, pattern) for m in MUTANTS):
+            raise MutantError(f"--only {pattern!r} matches no mutant (see --list)")
+    return [m for m in MUTANTS if any(matches(m, pattern) for pattern in patterns)]
+
+
+def matches(mutant: Mutant, pattern: str) -> bool:
+    return pattern in mutant.name or pattern in mutant.file or fnmatch.fnmatch(mutant.name, pattern)
 
 
 def _raise_interrupt(signum, frame):
@@ -171,7 +172,12 @@ def _raise_interrupt(signum, frame):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", metavar="PATTERN", help="mutants whose name or file has this")
+    parser.add_argument(
+        "--only",
+        metavar="PATTERN",
+        action="append",
+        help="mutants whose name or file has this (repeat it for several)",
+    )
     parser.add_argument("--list", action="store_true", help="list the mutants and check them")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per mutant")
     parser.add_argument(
