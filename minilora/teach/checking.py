@@ -60,25 +60,29 @@ class _Wrong(Exception):
 # ---- comparing one output ----------------------------------------------------------------
 
 
-def _diagnose(got: np.ndarray, want: np.ndarray) -> str:
-    """A guess at the fault, in words: transposed, scaled by a factor, wrong sign, zeros."""
+def likely_fault(got: np.ndarray, want: np.ndarray, subject: str = "your result") -> str:
+    """A guess at the fault, in words: transposed, all zeros, wrong sign, off by a factor ("" if
+    none fits). The notebooks' checkers and the package grader (``grade_tools.diagnose``) share it.
+    """
+    got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
     close = lambda a, b: a.shape == b.shape and np.allclose(a, b, rtol=1e-6, atol=1e-9)
+    transposed = f"{subject} is the transpose of the answer (check the order of a matmul, or a .T)"
     if got.ndim == 2 and got.shape != want.shape and close(got.T, want):
-        return "your result is the transpose of the answer (check the order of a matmul, or a .T)"
+        return transposed
     if got.shape != want.shape:
         return ""
     if got.ndim == 2 and got.shape[0] == got.shape[1] and close(got.T, want):
-        return "your result is the transpose of the answer (check the order of a matmul, or a .T)"
+        return transposed
     if not np.any(got) and np.any(want):
-        return "your result is all zeros"
+        return f"{subject} is all zeros"
     if close(got, -want):
-        return "your result has the wrong sign"
+        return f"{subject} has the wrong sign (it is the negative of the answer)"
     dot = float(np.vdot(got, want))
     if dot and np.any(want):
         c = dot / float(np.vdot(want, want))
         if close(got, c * want):
             return (
-                f"your result is {c:.4g} times the answer: a missing or extra factor "
+                f"{subject} is {c:.4g} times the answer: a missing or extra factor "
                 "(a scaling like alpha / r, a 1/n of a mean, a 2 from a square)"
             )
     return ""
@@ -114,7 +118,7 @@ def _compare(function: str, output: str, got, want) -> float:
         got = got.astype(np.float64)
     except (TypeError, ValueError) as err:
         raise _Wrong(f"{function}: {output} is not an array of numbers ({err})") from None
-    fault = _diagnose(got, want)
+    fault = likely_fault(got, want)
     if got.shape != want.shape:
         raise _Wrong(f"{function}: {output} has shape {got.shape}, expected {want.shape}", fault)
     if not np.all(np.isfinite(got)):
@@ -271,18 +275,23 @@ def _check(name: str, fn, outputs, hints: dict, extra=(), variants=None, crash=N
     return _passed(name, len(cases), largest)
 
 
-# ---- notebook 1: autograd ----------------------------------------------------------------
+# ---- a small GPT for the checks -------------------------------------------------------------
 
 
-def _tiny_gpt(seed: int = 0, scale: float | None = None):
-    """A small random GPT (block_size 8, vocabulary 11). With ``scale``, every parameter is
-    redrawn from N(0, scale^2): a fresh GPT's greedy text repeats one token, this one's varies."""
+def tiny_gpt(seed=0, scale=None, n_layer=2, d_model=16, vocab=11, block=8, dtype=None):
+    """A small random GPT (2 heads), the notebooks' checkers' and the package grader's. With
+    ``scale``, every parameter is redrawn from N(0, scale^2): a fresh GPT's greedy text repeats
+    one token, this one's varies. ``dtype``: the parameters cast to it (float32 by default)."""
     from minilora.transformer import GPT, GPTConfig
 
-    config = GPTConfig(block_size=8, vocab_size=11, n_layer=2, n_head=2, d_model=16)
+    config = GPTConfig(
+        block_size=block, vocab_size=vocab, n_layer=n_layer, n_head=2, d_model=d_model
+    )
     model = GPT(config, generator=np.random.default_rng(seed))
     if scale is not None:
         rng = np.random.default_rng(seed)
         for p in model.parameters():
             p.data = (scale * rng.standard_normal(p.shape)).astype(p.data.dtype)
+    for p in model.parameters() if dtype else ():
+        p.data = p.data.astype(dtype)
     return model

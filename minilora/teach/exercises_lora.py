@@ -12,8 +12,8 @@ from minilora.teach.checking import (
     _fail,
     _fresh_case,
     _host,
-    _tiny_gpt,
     _unscaled,
+    tiny_gpt,
 )
 
 _SHAPES = (
@@ -267,7 +267,7 @@ def check_inject_lora(add_lora) -> bool:
         _fail("pass your function itself, e.g. check_inject_lora(add_lora)")
     idx = np.array([[1, 2, 3, 4, 5]], dtype=np.int64)
     for targets, r, alpha in ((("q_proj", "v_proj"), 2, 4.0), (("fc_in",), 3, 16.0)):
-        model = _tiny_gpt(1)
+        model = tiny_gpt(1)
         with no_grad():
             before = _host(model(idx)[0])
         linears = [n for n, m in model.named_modules() if type(m).__name__ == "Linear"]

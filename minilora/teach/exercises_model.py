@@ -13,7 +13,7 @@ from minilora.teach.checking import (
     _fresh_case,
     _host,
     _passed,
-    _tiny_gpt,
+    tiny_gpt,
 )
 
 
@@ -47,7 +47,7 @@ def check_greedy_decode(greedy_decode) -> bool:
     )
     if not callable(greedy_decode):
         _fail("pass your function itself, e.g. check_greedy_decode(greedy_decode)")
-    model = _tiny_gpt(1, scale=0.7)
+    model = tiny_gpt(1, scale=0.7)
     block = model.config.block_size
     prompts = [(np.array([3, 1, 4], dtype=np.int64), 4), (np.array([2, 7, 1, 8, 2, 8]), 7)]
     for prompt, n in prompts:
@@ -157,7 +157,7 @@ def _train_reference(model, optimizer, x, y, zero=True, step=True) -> float:
 def _lora_model():
     from minilora.lora import LoRAConfig, inject_lora
 
-    model = _tiny_gpt(2)
+    model = tiny_gpt(2)
     config = LoRAConfig(r=2, alpha=4.0, target_modules=("q_proj", "v_proj"))
     return inject_lora(model, config, generator=np.random.default_rng(3))
 
