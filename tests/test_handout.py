@@ -107,6 +107,74 @@ def test_the_notebooks_check_cells_import_in_the_handout(handout):
     assert run([sys.executable, "-c", code], handout, handout).stdout.strip() == "ok"
 
 
+# every checker with its correct answer (tests/answers.py, plain NumPy); those that take a model
+# run the package's parts, so they pass once the parts are written
+CHECKS = """
+import answers as A
+from minilora.teach import exercises as E
+alone = [
+    (E.check_matmul_backward, A.matmul_backward), (E.check_unbroadcast, A.unbroadcast),
+    (E.check_softmax_backward, A.softmax_backward),
+    (E.check_layer_norm_backward, A.layer_norm_backward), (E.check_lora_init, A.init_lora),
+    (E.check_lora_forward, A.lora_forward), (E.check_lora_grads, A.lora_backward),
+    (E.check_merge, A.merge_weight, A.unmerge_weight),
+    (E.check_lora_param_count, lambda L, d, r, n: 2 * L * d * r * n),
+    (E.check_subspace_similarity, A.subspace_similarity), (E.check_exact_match, A.exact_match),
+]
+with_parts = [
+    (E.check_greedy_decode, A.greedy_decode), (E.check_inject_lora, A.add_lora),
+    (E.check_training_step, A.answer_targets, A.train_step),
+    (E.check_adamw_state_bytes, A.adamw_state_bytes),
+]
+for check, *answer in alone + with_parts:
+    try:
+        print(check.__name__, check(*answer))
+    except NotImplementedError as err:
+        print(check.__name__, "needs", err)
+try:
+    E.check_softmax_backward(lambda x, g: -A.softmax_backward(x, g))
+except AssertionError as err:
+    print("wrong sign:", "Likely fault: your result has the wrong sign" in str(err))
+    print("no hint:", "Hint:" not in str(err))
+"""
+
+
+def _run_checks(handout) -> dict:
+    tests = Path(__file__).resolve().parent
+    env = f"{handout}{os.pathsep}{tests}"
+    out = run([sys.executable, "-c", CHECKS], handout, env).stdout
+    return dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
+
+
+def test_the_handouts_checkers_accept_correct_answers_from_recorded_answers(handout):
+    """Without any part written, the exercises that take arrays pass on correct answers and
+    name a wrong one's fault, with no hint (the handout holds no formula); those that run a
+    model say which part of the package they need."""
+    seen = _run_checks(handout)
+    for name in ("check_matmul_backward", "check_layer_norm_backward", "check_merge",
+                 "check_subspace_similarity", "check_lora_init", "check_exact_match"):  # fmt: skip
+        assert seen[name].endswith("True"), (name, seen[name])
+    assert seen["check_inject_lora"].startswith("needs"), seen
+    assert "inject_lora: write this part" in seen["check_training_step"], seen
+    assert seen["wrong"] == "sign: True" and seen["no"] == "hint: True", seen
+
+
+def test_with_every_part_written_every_check_cell_passes(tmp_path):
+    out = tmp_path / "course"
+    run([sys.executable, "-m", "minilora.cli", "course", "make", str(out)], ROOT, ROOT)
+    for rel in student.marked_parts().values():
+        for file in set(rel):
+            path = out / "minilora" / file
+            written, missing = student.transplant(
+                path.read_text(), (student.PACKAGE / file).read_text(), set(student.PARTS)
+            )
+            assert not missing, (file, missing)
+            path.write_text(written)
+    seen = _run_checks(out)
+    checks = {k: v for k, v in seen.items() if k.startswith("check_")}
+    assert len(checks) == 15 and all(v.endswith("True") for v in checks.values()), checks
+
+
 def test_course_staff_grade_a_part_the_student_wrote(handout, tmp_path):
     """From the full copy: the handout as made scores 0 in a part; with the student's code
     written between the markers (here the reference's), full marks."""

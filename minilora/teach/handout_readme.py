@@ -108,9 +108,12 @@ as well as float64, and each has a time limit of a few seconds.
 ## Checking your work
 
 * **The notebooks' exercises**: each exercise cell is followed by a check cell
-  (`from minilora.teach.exercises import check_...`) that compares your function with
-  recorded answers, names the likely fault when it differs, and needs none of the package's
-  parts written.
+  (`from minilora.teach.exercises import check_...`) that compares your function with the
+  reference's answers, recorded in `minilora/teach/recorded/`, and names the likely fault
+  when it differs (this package holds no formula, so the checks give no hint). The checks of
+  functions of arrays need none of the package's parts; those that take a model (greedy
+  decoding, injecting adapters, the training step, AdamW's state) run the parts the model
+  uses, and say which one is not written yet.
 * **The package's parts** are graded by course staff, with a full copy of minilora:
 
       minilora grade path/to/this/folder              # every part

@@ -12,8 +12,10 @@ the file and function of each, each part's contract with the grader, how work is
 ``handout_readme.py``) and ``OUT_DIR/pyproject.toml``. The copy leaves out minilora/fast/
 (the faster twins of a few ops), so the formulas that students write are what runs; the
 grader's checks (``minilora/teach/grade_*.py``) are left out too, since they spell out the
-answers (``grade.py`` stays, and says so). Students put ``OUT_DIR`` first on
-``PYTHONPATH`` or ``pip install -e OUT_DIR``, and fill in the parts.
+answers (``grade.py`` stays, and says so), and so are the notebooks' checkers' formulas
+(``exercise_answers*.py``) and the golden vectors: the checkers in the copy compare with their
+answers recorded as data (``recorded.py``). Students put ``OUT_DIR`` first on ``PYTHONPATH``
+or ``pip install -e OUT_DIR``, and fill in the parts.
 
 A second kind of region, ``# BEGIN ANSWER: <part>`` / ``# END ANSWER: <part>``, marks
 code that is not what students write but would give a part's answer away: the fast
@@ -38,13 +40,16 @@ from pathlib import Path
 
 from minilora.teach.handout_readme import PYPROJECT, student_readme
 from minilora.teach.parts import PARTS
+from minilora.teach.recorded import write as record_answers
 
 PACKAGE = Path(__file__).resolve().parent.parent  # our minilora/
 MARKER = re.compile(
     r"^(?P<indent>[ \t]*)# (?P<kind>BEGIN|END) (?P<role>STUDENT|ANSWER): (?P<part>[a-z_]+)\s*$"
 )
 ROLES = ("STUDENT", "ANSWER")  # what students write; code elsewhere that would reveal it
-LEFT_OUT = ("grade_*.py",)  # in teach/: the grader's checks would give the answers away
+# in teach/, what would give the answers away: the grader's checks, the notebooks' checkers'
+# formulas (recorded as data instead: recorded.py), the golden vectors and their references
+LEFT_OUT = ("grade_*.py", "exercise_answers*.py", "golden*", "torch_grader.py", "recorded")
 LEFT_OUT_FOLDERS = ("fast",)  # the fast twins: the formulas students write run instead
 
 
@@ -189,6 +194,7 @@ def make_student_package(out_dir, source: Path = PACKAGE) -> dict[str, list[str]
         stripped = strip_source(text)
         if stripped != text:
             (target / rel).write_text(stripped)
+    record_answers(target / "teach")
     parts = marked_parts(source)
     (out_dir / "README.md").write_text(student_readme(parts))
     (out_dir / "pyproject.toml").write_text(PYPROJECT)
