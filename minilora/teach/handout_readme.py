@@ -100,8 +100,9 @@ they use.
 Each part is graded alone: the grader puts your code between the markers of that part into
 the finished library and runs its checks, so a part may rely on the other parts doing their
 job, never on something only your version of another part would do. Only the code between the
-markers is graded: write any helper function inside the region. Every check runs in float32
-as well as float64, and each has a time limit of a few seconds.
+markers is graded: write any helper function inside the region. The checks run in float32 as
+well as float64 wherever a part computes with floats (a float32 input must give float32
+results), and each has a time limit of a few seconds.
 
 {_contracts()}
 
