@@ -19,6 +19,8 @@ def as_tensor(x, like: Tensor) -> Tensor:
     """A constant (number, list, array) as a Tensor with ``like``'s dtype and device."""
     if isinstance(x, Tensor):
         return x
+    if not isinstance(like, Tensor):  # two arrays: the first becomes a Tensor as it is
+        return Tensor(x)
     xp = backend.get_array_module(like.data)
     return Tensor(xp.asarray(x, dtype=like.dtype))
 

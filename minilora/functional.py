@@ -184,7 +184,8 @@ def attention(
     (a hidden score is a constant, so dS = 0 there). Its fast twin
     (minilora/fast/attention.py) is one op with these products written out.
     """
-    check_params(q, (k, v), "attention")
+    q, k = operands(q, k, "attention")
+    q, v = operands(q, v, "attention")
     scores = ops.matmul(q, ops.transpose(k)) * (1.0 / math.sqrt(q.shape[-1]))  # (..., T, S)
     # a large finite negative, not -inf: a fully hidden row (padding) stays finite
     scores = ops.where(hidden, np.finfo(scores.dtype).min, scores)

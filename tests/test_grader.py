@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from grading import failed_messages, grade_changed
 from mutations import MUTATIONS  # the typical mistakes, one per entry
 
 from minilora.cli import main
@@ -61,7 +62,7 @@ def test_the_student_package(student_dir):
     pkg = student_dir / "minilora"
     readme = (student_dir / "README.md").read_text()
     assert all(f"`{part}`" in readme for part in student.PARTS)
-    assert not list((pkg / "teach").glob("grade*.py"))  # the checks would give answers away
+    assert not list((pkg / "teach").glob("grade_*.py"))  # the checks would give answers away
     lora = (pkg / "lora.py").read_text()
     assert 'raise NotImplementedError("lora_forward: write this part' in lora
     assert "scaling * B(A(F.dropout" not in lora
@@ -99,6 +100,15 @@ KEY_LINES = [
     "mm(g, b.data.swapaxes(-1, -2))",  # matmul's backward
     "B = zeros_linear(config.r, self.out_features, dtype)",  # lora_init
     "self.configs[name].scaling * (B @ A)",  # merge
+    # the notebooks' checkers' formulas (now in exercise_answers*.py, left out of the copy)
+    "xhat * (g * xhat).mean(-1, keepdims=True)",  # layer norm's backward
+    'i["g"] - (i["g"] * s).sum(0, keepdims=True)',  # softmax's backward
+    "target = target.sum(axis=i, keepdims=True)",  # unbroadcast
+    'i["W0"] - i["alpha"] / i["r"] * i["B"] @ i["A"]',  # merge
+    "s * (G @ B).T @ x",  # LoRA's gradients
+    "h = h0 + s * (x @ A.T) @ B.T",  # Eq. 3
+    "y[: (len(prompt) - 1) if first is None else first] = -100",  # the answer mask
+    "np.sum((U1 @ U2.T) ** 2)",  # section 7's phi
 ]
 # generic lines that reference regions share with the rest of the library (no answer in them)
 BOILERPLATE = {
@@ -156,6 +166,9 @@ def test_the_student_package_holds_no_reference_answer_code(student_dir):
             reference |= {
                 t for t in (line.strip() for line in body) if len(t) >= 20 and t[0] != "#"
             }
+    # the notebooks' checkers' answers, the golden vectors and their references stay out
+    assert not [f for f in copy if f.startswith(("teach/exercise_answers", "teach/golden"))]
+    assert not (pkg / "teach" / "golden").exists()
     leaked = {
         (rel, line)
         for rel, source in copy.items()
@@ -224,17 +237,9 @@ def test_the_reference_scores_full_marks(tmp_path):
 def test_a_typical_mistake_loses_points_in_its_part_with_the_fault_named(
     tmp_path, part, file, changes, words
 ):
-    root = copy_reference(tmp_path)
-    path = root / "minilora" / file
-    source = path.read_text()
-    for old, new in changes:
-        assert source.count(old) == 1, f"the snippet is not in {file} once: {old!r}"
-        source = source.replace(old, new)
-    path.write_text(source)
-    result = grade.grade(root, [part])["parts"][part]
-    messages = " | ".join(c["message"] for c in result["checks"] if not c["passed"])
+    result = grade_changed(tmp_path, part, file, changes)
     assert result["score"] < result["max"], result
-    assert words in messages, messages
+    assert words in failed_messages(result), failed_messages(result)
 
 
 def test_there_are_at_least_15_mutations_over_most_parts():

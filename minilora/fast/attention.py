@@ -13,8 +13,8 @@ from __future__ import annotations
 import math
 
 from minilora import backend
+from minilora.broadcasting import operands
 from minilora.creation import dropout_mask
-from minilora.functional import check_params
 from minilora.ops import mm
 from minilora.tensor import Tensor, make_result
 
@@ -25,7 +25,8 @@ def attention(
     q: Tensor, k: Tensor, v: Tensor, hidden, dropout_p: float = 0.0, training: bool = False
 ) -> Tensor:
     """softmax(Q K^T / sqrt(D), hidden keys excluded) V as one op (see functional.attention)."""
-    check_params(q, (k, v), "attention")
+    q, k = operands(q, k, "attention")
+    q, v = operands(q, v, "attention")
     # BEGIN ANSWER: softmax
     xp = backend.get_array_module(q.data)
     scale = 1.0 / math.sqrt(q.shape[-1])

@@ -1,15 +1,39 @@
 """What every exercise checker shares: the error it raises, the hint switch, comparing a
-learner's outputs with the reference under the golden vectors' one tolerance rule, and turning
-a crash inside the learner's function into a diagnosis (the inputs' shapes, one likely fault).
-The checkers themselves are in exercises_engine.py, exercises_lora.py and exercises_model.py;
-notebooks import them all from ``minilora.teach.exercises``.
+learner's outputs with the answers (``recorded.answers``) under the one tolerance rule
+(``RULE``, which the golden manifest states too), and turning a crash inside the learner's
+function into a diagnosis (the inputs' shapes, one likely fault). The checkers themselves are
+in exercises_engine.py, exercises_lora.py and exercises_model.py; notebooks import them all
+from ``minilora.teach.exercises``. ``likely_fault`` and ``tiny_gpt`` serve the package grader
+too.
 """
 
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
+
+RULE = (
+    "normwise, per output: pass if max|got - want| <= atol + rtol * max|want| (max over all "
+    "elements of that output), with atol and rtol of the dtype you computed in"
+)
+TOLERANCE = {
+    "float64": {"rtol": 1e-9, "atol": 1e-12},
+    "float32": {"rtol": 1e-4, "atol": 1e-6},
+}
+
+
+def within(got, want, dtype: str = "float64") -> tuple[bool, float]:
+    """(passes, max|got - want|) under the normwise tolerance of ``dtype`` (``RULE``; the golden
+    manifest states it too)."""
+    got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
+    if got.shape != want.shape:
+        return False, float("inf")
+    tol = TOLERANCE[dtype]
+    diff = float(np.max(np.abs(got - want))) if want.size else 0.0
+    scale = float(np.max(np.abs(want))) if want.size else 0.0
+    return diff <= tol["atol"] + tol["rtol"] * scale, diff
 
 
 class ExerciseError(AssertionError):
@@ -60,25 +84,29 @@ class _Wrong(Exception):
 # ---- comparing one output ----------------------------------------------------------------
 
 
-def _diagnose(got: np.ndarray, want: np.ndarray) -> str:
-    """A guess at the fault, in words: transposed, scaled by a factor, wrong sign, zeros."""
+def likely_fault(got: np.ndarray, want: np.ndarray, subject: str = "your result") -> str:
+    """A guess at the fault, in words: transposed, all zeros, wrong sign, off by a factor ("" if
+    none fits). The notebooks' checkers and the package grader (``grade_tools.diagnose``) share it.
+    """
+    got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
     close = lambda a, b: a.shape == b.shape and np.allclose(a, b, rtol=1e-6, atol=1e-9)
+    transposed = f"{subject} is the transpose of the answer (check the order of a matmul, or a .T)"
     if got.ndim == 2 and got.shape != want.shape and close(got.T, want):
-        return "your result is the transpose of the answer (check the order of a matmul, or a .T)"
+        return transposed
     if got.shape != want.shape:
         return ""
     if got.ndim == 2 and got.shape[0] == got.shape[1] and close(got.T, want):
-        return "your result is the transpose of the answer (check the order of a matmul, or a .T)"
+        return transposed
     if not np.any(got) and np.any(want):
-        return "your result is all zeros"
+        return f"{subject} is all zeros"
     if close(got, -want):
-        return "your result has the wrong sign"
+        return f"{subject} has the wrong sign (it is the negative of the answer)"
     dot = float(np.vdot(got, want))
     if dot and np.any(want):
         c = dot / float(np.vdot(want, want))
         if close(got, c * want):
             return (
-                f"your result is {c:.4g} times the answer: a missing or extra factor "
+                f"{subject} is {c:.4g} times the answer: a missing or extra factor "
                 "(a scaling like alpha / r, a 1/n of a mean, a 2 from a square)"
             )
     return ""
@@ -99,12 +127,10 @@ def _host(x):
 def _compare(function: str, output: str, got, want) -> float:
     """max|got - want| if ``got`` passes the golden tolerance rule, else raise _Wrong.
 
-    The rule is the golden manifest's, stated once in ``minilora.teach.golden.TOLERANCE``:
-    max|got - want| <= atol + rtol * max|want|, with the tolerance of the dtype ``got``
-    was computed in (float32 answers get float32's; everything else float64's).
+    The rule is ``RULE`` (the golden manifest states it too): max|got - want| <= atol +
+    rtol * max|want|, with the tolerance of the dtype ``got`` was computed in (float32 answers
+    get float32's; everything else float64's).
     """
-    from minilora.teach.golden import within
-
     want = np.asarray(want, dtype=np.float64)
     if got is None:
         raise _Wrong(f"{function}: {output} is None", "you forgot to return it")
@@ -114,7 +140,7 @@ def _compare(function: str, output: str, got, want) -> float:
         got = got.astype(np.float64)
     except (TypeError, ValueError) as err:
         raise _Wrong(f"{function}: {output} is not an array of numbers ({err})") from None
-    fault = _diagnose(got, want)
+    fault = likely_fault(got, want)
     if got.shape != want.shape:
         raise _Wrong(f"{function}: {output} has shape {got.shape}, expected {want.shape}", fault)
     if not np.all(np.isfinite(got)):
@@ -145,41 +171,6 @@ def _passed(function: str, cases: int, largest: float) -> bool:
         f"(largest difference {largest:.1e})."
     )
     return True
-
-
-def _golden_cases(name: str) -> list[tuple[dict, dict]]:
-    """[(inputs, outputs)] of the shipped golden case ``name``."""
-    from minilora.teach.golden import case_arguments, load_golden
-
-    manifest, arrays = load_golden()
-    entry = next(e for e in manifest["cases"] if e["name"] == name)
-    outputs = {s["name"]: arrays[s["key"]] for s in entry["outputs"]}
-    return [(case_arguments(entry, arrays), outputs)]
-
-
-def _fresh_case(name: str, seed: int, **overrides) -> tuple[dict, dict]:
-    """A golden case's reference on new inputs (another seed, some inputs replaced)."""
-    from minilora.teach.golden_cases import golden_cases
-
-    case = next(c for c in golden_cases() if c.name == name)
-    inputs = {**case.make_inputs(np.random.default_rng(seed)), **overrides}
-    return inputs, case.reference(inputs, "cpu")
-
-
-def _unscaled(case: str) -> dict:
-    """Known wrong answers of a LoRA case: {fault: fn(inputs) -> outputs}, the scaling wrong."""
-    from minilora.teach.golden_cases import golden_cases
-
-    reference = next(c for c in golden_cases() if c.name == case).reference
-    # the reference scales by alpha / r: alpha = c * r makes it scale by c
-    scaled = lambda c, i: reference({**i, "alpha": c * int(i["r"])}, "cpu")
-    return {
-        "the scaling alpha / r is missing (you used 1)": lambda i: scaled(1.0, i),
-        "you scaled by alpha / sqrt(r) (rsLoRA), not alpha / r": lambda i: scaled(
-            float(i["alpha"]) / np.sqrt(int(i["r"])), i
-        ),
-        "you scaled by r / alpha, not alpha / r": lambda i: scaled(int(i["r"]) / i["alpha"], i),
-    }
 
 
 def _describe(inputs: dict) -> str:
@@ -219,7 +210,12 @@ def _call(name: str, fn, args: dict, crash=None):
     """``fn(*args)``; a stub says 'not implemented', any other exception becomes a diagnosis."""
     try:
         return fn(*args.values())
-    except NotImplementedError:  # the student version's stub: say so, as nbgrader does
+    except NotImplementedError as err:  # the student version's stub: say so, as nbgrader does
+        part = re.match(r"([a-z_]+): write this part", str(err))
+        if part:  # a part of the student package that this exercise runs
+            raise NotImplementedError(
+                f"{name} runs the package's part {part[1]}, which is not written yet ({err})"
+            ) from None
         raise NotImplementedError(
             f"{name}: not implemented yet: replace `raise NotImplementedError()` in the "
             "exercise cell with your code"
@@ -240,18 +236,18 @@ def _call(name: str, fn, args: dict, crash=None):
         )
 
 
-def _check(name: str, fn, outputs, hints: dict, extra=(), variants=None, crash=None) -> bool:
-    """Run ``fn`` on golden case ``name`` (and ``extra`` cases); compare every output.
+def _check(name: str, fn, outputs, found: dict, crash=None) -> bool:
+    """Run ``fn`` on every case of exercise ``name`` (``found``: its answers, from
+    ``recorded.answers``); compare every output.
 
-    ``variants`` ({fault: fn(inputs) -> outputs}) are known wrong answers: when the
-    learner's output matches one, the message names that fault (and only that one).
-    ``crash(err, inputs) -> fault`` guesses the fault of an exception raised inside ``fn``.
+    Each case lists the outputs of known wrong answers: when the learner's output matches one,
+    the message names that fault (and only that one). ``crash(err, inputs) -> fault`` guesses
+    the fault of an exception raised inside ``fn``.
     """
     if not callable(fn):
         _fail(f"pass your function itself, e.g. check_...({name}), not {fn!r}")
-    cases = _golden_cases(name) + list(extra)
     largest = 0.0
-    for inputs, want in cases:
+    for inputs, want, wrongs in found["cases"]:
         args = {k: (np.array(v) if isinstance(v, np.ndarray) else v) for k, v in inputs.items()}
         got = _as_tuple(_call(name, fn, args, crash), len(outputs), name, outputs)
         for out, value in zip(outputs, got):
@@ -259,30 +255,35 @@ def _check(name: str, fn, outputs, hints: dict, extra=(), variants=None, crash=N
                 diff = _compare(name, out, value, want[out])
             except _Wrong as wrong:
                 fault = wrong.fault
-                for named, variant in (variants or {}).items():
+                for named, outs in wrongs.items():
                     try:
-                        _compare(name, out, value, variant(inputs)[out])
-                    except (_Wrong, ValueError, KeyError):
+                        _compare(name, out, value, outs[out])
+                    except (_Wrong, ValueError, KeyError, TypeError):
                         continue
                     fault = named
                     break
-                _fail(f"{wrong.what}.", fault, hints.get(out, ""))
+                _fail(f"{wrong.what}.", fault, found["hints"].get(out, ""))
             largest = max(largest, diff)
-    return _passed(name, len(cases), largest)
+    return _passed(name, len(found["cases"]), largest)
 
 
-# ---- notebook 1: autograd ----------------------------------------------------------------
+# ---- a small GPT for the checks -------------------------------------------------------------
 
 
-def _tiny_gpt(seed: int = 0, scale: float | None = None):
-    """A small random GPT (block_size 8, vocabulary 11). With ``scale``, every parameter is
-    redrawn from N(0, scale^2): a fresh GPT's greedy text repeats one token, this one's varies."""
+def tiny_gpt(seed=0, scale=None, n_layer=2, d_model=16, vocab=11, block=8, dtype=None):
+    """A small random GPT (2 heads), the notebooks' checkers' and the package grader's. With
+    ``scale``, every parameter is redrawn from N(0, scale^2): a fresh GPT's greedy text repeats
+    one token, this one's varies. ``dtype``: the parameters cast to it (float32 by default)."""
     from minilora.transformer import GPT, GPTConfig
 
-    config = GPTConfig(block_size=8, vocab_size=11, n_layer=2, n_head=2, d_model=16)
+    config = GPTConfig(
+        block_size=block, vocab_size=vocab, n_layer=n_layer, n_head=2, d_model=d_model
+    )
     model = GPT(config, generator=np.random.default_rng(seed))
     if scale is not None:
         rng = np.random.default_rng(seed)
         for p in model.parameters():
             p.data = (scale * rng.standard_normal(p.shape)).astype(p.data.dtype)
+    for p in model.parameters() if dtype else ():
+        p.data = p.data.astype(dtype)
     return model

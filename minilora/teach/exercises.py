@@ -9,7 +9,9 @@ followed by a "check your answer" cell::
 
 A checker calls the learner's function on fixed inputs (the golden vectors of
 ``minilora/teach/golden/v2`` and a few hand-picked cases) and compares each output
-with the reference. On success it prints one line and returns True; on failure
+with the reference's (``recorded.answers``: computed by ``exercise_answers.py`` in a full
+copy of minilora, recorded as data in the student package, which holds no formula and no
+hint). On success it prints one line and returns True; on failure
 it raises :class:`ExerciseError` (an ``AssertionError``, so nbgrader counts it)
 naming the output, the shapes, the largest difference and, where it can tell,
 the likely fault: a transposed matrix, a missing factor, a wrong sign. An

@@ -1,36 +1,20 @@
 """Checkers for notebooks 3-5: greedy decoding, exact match, the answer-only training step,
-AdamW's state, and section 7's subspace similarity."""
+AdamW's state, and section 7's subspace similarity. The answers they compare with (the
+reference's tokens, targets, losses and weights) come from ``recorded.answers``; the reference
+code is not here."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from minilora.teach.checking import (
-    _as_tuple,
-    _call,
-    _check,
-    _fail,
-    _fresh_case,
-    _host,
-    _passed,
-    _tiny_gpt,
+from minilora.teach.checking import _as_tuple, _call, _check, _fail, _host, _passed, tiny_gpt
+from minilora.teach.exercise_inputs import (
+    GREEDY_PROMPTS,
+    TARGET_PAIRS,
+    lora_model,
+    training_batch,
 )
-
-
-def _greedy_reference(model, prompt, n, crop=True, position=-1, append=True) -> np.ndarray:
-    """Greedy decoding, and its typical mistakes (no crop, wrong position, no append)."""
-    from minilora.tensor import no_grad
-
-    ids, new = list(int(t) for t in prompt), []
-    block = model.config.block_size
-    with no_grad():
-        for _ in range(n):
-            context = (ids[-block:] if crop else ids) if append else list(prompt)[-block:]
-            logits, _ = model(np.array(context, dtype=np.int64)[None, :])
-            token = int(np.argmax(_host(logits)[0, position]))
-            new.append(token)
-            ids.append(token)
-    return np.array(new, dtype=np.int64)
+from minilora.teach.recorded import answers, hint_of
 
 
 def check_greedy_decode(greedy_decode) -> bool:
@@ -40,18 +24,14 @@ def check_greedy_decode(greedy_decode) -> bool:
     (block_size 8): a prompt that fits with its continuation, then one that must slide.
     """
     name = "greedy_decode"
-    hint = (
-        "repeat max_new_tokens times: logits, _ = model(ids[-block_size:][None, :]); take "
-        "np.argmax of the logits at the last position (logits.data[0, -1]), append it to ids; "
-        "return only the new tokens."
-    )
+    found = answers(name)
+    hint = found["hints"].get("", "")
     if not callable(greedy_decode):
         _fail("pass your function itself, e.g. check_greedy_decode(greedy_decode)")
-    model = _tiny_gpt(1, scale=0.7)
+    model = tiny_gpt(1, scale=0.7)
     block = model.config.block_size
-    prompts = [(np.array([3, 1, 4], dtype=np.int64), 4), (np.array([2, 7, 1, 8, 2, 8]), 7)]
-    for prompt, n in prompts:
-        want = model.generate(prompt[None, :], n, temperature=0)[0, len(prompt) :]
+    for (prompt, n), recorded in zip(GREEDY_PROMPTS, found["cases"]):
+        want = recorded["want"]
 
         def crash(err, i, n=n, prompt=prompt):
             if "longer than block_size" in str(err):
@@ -73,12 +53,12 @@ def check_greedy_decode(greedy_decode) -> bool:
         fault = ""
         if len(got) == len(prompt) + n and np.array_equal(got[len(prompt) :], want):
             fault = "you returned the prompt too: return only the new tokens"
-        elif np.array_equal(got, _greedy_reference(model, prompt, n, position=0)):
+        elif np.array_equal(got, recorded["first_position"]):
             fault = (
                 "you took the logits of the first position: the next token is predicted at "
                 "the last one (logits[0, -1])"
             )
-        elif np.array_equal(got, _greedy_reference(model, prompt, n, append=False)):
+        elif np.array_equal(got, recorded["prompt_only"]):
             fault = (
                 "each step reads the prompt again: append every new token to the input "
                 "before predicting the next one"
@@ -91,7 +71,7 @@ def check_greedy_decode(greedy_decode) -> bool:
             fault = "two calls give different tokens: you sample; greedy takes the argmax"
         _fail(f"{what} gave {got.tolist()}, expected {want.tolist()}.", fault, hint)
     print(
-        f"Correct: {name} equals model.generate(temperature=0) on {len(prompts)} prompts "
+        f"Correct: {name} equals model.generate(temperature=0) on {len(GREEDY_PROMPTS)} prompts "
         f"(one longer than block_size = {block} with its continuation)."
     )
     return True
@@ -108,12 +88,9 @@ def check_exact_match(exact_match) -> bool:
         (["select a from t"], ["SELECT a FROM t"], 0.0),
         (["a", "b", "c", "d"], ["a", "b", "c", "x"], 0.75),
     ]
-    hint = (
-        "compare each prediction with its answer after .strip() (surrounding spaces and "
-        "newlines do not count; case does), and divide the hits by the number of answers."
-    )
-    for predictions, answers, want in cases:
-        args = {"predictions": list(predictions), "answers": list(answers)}
+    hint = hint_of("exact_match")
+    for predictions, expected, want in cases:
+        args = {"predictions": list(predictions), "answers": list(expected)}
         got = _call("exact_match", exact_match, args)
         try:
             ok = got is not None and np.isclose(float(got), want)
@@ -130,88 +107,59 @@ def check_exact_match(exact_match) -> bool:
             elif want == 0.0:
                 fault = "your comparison ignores case: SQL keywords must match exactly"
             _fail(
-                f"exact_match({predictions!r}, {answers!r}) returned {got!r}, expected {want}.",
+                f"exact_match({predictions!r}, {expected!r}) returned {got!r}, expected {want}.",
                 fault,
                 hint,
             )
     return _passed("exact_match", len(cases), 0.0)
 
 
-def _answer_targets_reference(prompt, answer, ignore_index=-100, first=None):
-    ids = np.concatenate([prompt, answer]).astype(np.int64)
-    x, y = ids[:-1].copy(), ids[1:].copy()
-    y[: (len(prompt) - 1) if first is None else first] = ignore_index
-    return x, y
-
-
-def _train_reference(model, optimizer, x, y, zero=True, step=True) -> float:
-    if zero:
-        optimizer.zero_grad()
-    _, loss = model(x, y)
-    loss.backward()
-    if step:
-        optimizer.step()
-    return loss.item()
-
-
-def _lora_model():
-    from minilora.lora import LoRAConfig, inject_lora
-
-    model = _tiny_gpt(2)
-    config = LoRAConfig(r=2, alpha=4.0, target_modules=("q_proj", "v_proj"))
-    return inject_lora(model, config, generator=np.random.default_rng(3))
-
-
 def check_training_step(answer_targets, train_step=None) -> bool:
     """``answer_targets(prompt_ids, answer_ids) -> (x, y)`` with the loss on answer tokens
     only (y = -100 elsewhere), and ``train_step(model, optimizer, x, y) -> loss``.
 
-    ``train_step`` is run for three steps on a small GPT with LoRA beside the reference
-    (zero_grad, forward, backward, step) and must give the same losses and weights.
+    ``train_step`` is run for three steps on a small GPT with LoRA and must give the
+    reference's losses and weights (recorded from zero_grad, forward, backward, step).
     """
     from minilora import optim
 
     name = "answer_targets"
-    hint = (
-        "ids = concatenate(prompt, answer); x = ids[:-1]; y = ids[1:] with y[:len(prompt) - 1] "
-        "= -100 (position t predicts token t + 1, so the first answer token is predicted at "
-        "position len(prompt) - 1)."
-    )
+    found = answers(name)
+    hint = found["hints"].get("", "")
     if not callable(answer_targets):
         _fail("pass your function itself, e.g. check_training_step(answer_targets, train_step)")
-    for prompt, answer in (([5, 6, 7], [8, 9, 1]), ([4, 2, 2, 3, 5], [6, 1])):
-        prompt, answer = np.array(prompt, dtype=np.int64), np.array(answer, dtype=np.int64)
+    for (prompt, answer), ref in zip(TARGET_PAIRS, found["cases"]):
         args = {"prompt_ids": prompt.copy(), "answer_ids": answer.copy()}
         got = _as_tuple(_call(name, answer_targets, args), 2, name, ("x", "y"))
         try:
             x, y = (np.asarray(_host(v)).astype(np.int64).reshape(-1) for v in got)
         except (TypeError, ValueError):
             _fail(f"{name} returned {got!r}, not two arrays of token ids.", "", hint)
-        want_x, want_y = _answer_targets_reference(prompt, answer)
+        want_x, want_y = ref["x"], ref["y"]
         if np.array_equal(x, want_x) and np.array_equal(y, want_y):
             continue
-        ids, p = np.concatenate([prompt, answer]), len(prompt)
+        n, p = len(prompt) + len(answer), len(prompt)
         fault = ""
-        if len(x) == len(ids) or (len(y) == len(ids) and not np.array_equal(x, want_x)):
+        if len(x) == n or (len(y) == n and not np.array_equal(x, want_x)):
             fault = "y must be x shifted left by one: y[t] is the token after x[t] (x = ids[:-1])"
         elif not np.array_equal(x, want_x):
             fault = "x must be every token but the last (ids[:-1])"
-        elif np.array_equal(y, ids[1:]):
+        elif np.array_equal(y, ref["unmasked"]):
             fault = (
                 "the prompt tokens are in the loss: y must be -100 where the next token is "
                 "still in the prompt"
             )
-        elif np.array_equal(y, _answer_targets_reference(prompt, answer, first=p)[1]):
+        elif np.array_equal(y, ref["first_masked"]):
             fault = (
                 f"off by one: you masked the first answer token too; it is predicted at "
                 f"position {p - 1}, from the last prompt token"
             )
-        elif np.array_equal(y, _answer_targets_reference(prompt, answer, first=p - 2)[1]):
+        elif np.array_equal(y, ref["prompt_kept"]):
             fault = (
                 "off by one: one prompt token is still in the loss (mask positions 0 to "
                 "len(prompt) - 2)"
             )
-        elif np.all(y[p - 1 :] == -100) and np.any(y[: p - 1] != -100):
+        elif np.array_equal(y, ref["answer_masked"]):
             fault = "you masked the answer and kept the prompt: it is the other way round"
         _fail(
             f"{name}(prompt {prompt.tolist()}, answer {answer.tolist()}) gave x = {x.tolist()}, "
@@ -221,45 +169,35 @@ def check_training_step(answer_targets, train_step=None) -> bool:
         )
     if train_step is None:
         return _passed(name, 2, 0.0)
-    name, hint = (
-        "train_step",
-        (
-            "optimizer.zero_grad(); _, loss = model(x, y); loss.backward(); optimizer.step(); "
-            "return loss.item()."
-        ),
-    )
-    rng = np.random.default_rng(4)
-    x = rng.integers(0, 11, (4, 6))
-    y = np.where(np.arange(6) < 2, -100, rng.integers(0, 11, (4, 6)))
-    runs = {}
-    for label, fn in (("yours", train_step), ("reference", _train_reference)):
-        model = _lora_model()
-        params = [p for p in model.parameters() if p.requires_grad]
-        opt = optim.AdamW(params, lr=1e-2)
-        losses, weights = [], []
-        for _ in range(3):
-            args = {"model": model, "optimizer": opt, "x": x.copy(), "y": y.copy()}
-            loss = _call(name, fn, args) if label == "yours" else fn(*args.values())
-            try:
-                losses.append(float(_host(loss)))
-            except (TypeError, ValueError):
-                _fail(f"{name} returned {loss!r}, not the loss.", "return loss.item()", hint)
-            weights.append([np.array(_host(p)) for p in params])
-        runs[label] = (losses, weights)
-    (l_you, w_you), (l_ref, w_ref) = runs["yours"], runs["reference"]
+    name = "train_step"
+    ref = answers(name)
+    hint = ref["hints"].get("", "")
+    x, y = training_batch()
+    model = lora_model()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = optim.AdamW(params, lr=1e-2)
+    l_you, w_you = [], []
+    for _ in range(3):
+        args = {"model": model, "optimizer": opt, "x": x.copy(), "y": y.copy()}
+        loss = _call(name, train_step, args)
+        try:
+            l_you.append(float(_host(loss)))
+        except (TypeError, ValueError):
+            _fail(f"{name} returned {loss!r}, not the loss.", "return loss.item()", hint)
+        w_you.append([np.array(_host(p)) for p in params])
+    l_ref, w_ref, start = ref["losses"], ref["weights"], ref["start"]
+    same = lambda ws, wt: all(np.allclose(a, b, rtol=1e-5, atol=1e-7) for a, b in zip(ws, wt))
     for step in range(3):
-        moved = max(float(np.abs(a - b).max()) for a, b in zip(w_you[step], w_ref[step]))
-        if moved == 0 and np.isclose(l_you[step], l_ref[step]):
+        if same(w_you[step], w_ref[step]) and np.isclose(l_you[step], l_ref[step]):
             continue
+        moved = max(float(np.abs(a - b).max()) for a, b in zip(w_you[step], w_ref[step]))
         fault = ""
-        unchanged = all(np.array_equal(a, b) for a, b in zip(w_you[step], w_you[0]))
-        start = [np.array(_host(p)) for p in _lora_model().parameters() if p.requires_grad]
-        if all(np.array_equal(a, b) for a, b in zip(w_you[0], start)):
+        if same(w_you[0], start):
             fault = (
                 "the weights did not move: call optimizer.step() after loss.backward() (and "
                 "zero_grad() before backward, not between backward and step)"
             )
-        elif step == 1 and not unchanged and np.isclose(l_you[0], l_ref[0]):
+        elif step == 1 and not same(w_you[1], w_you[0]) and np.isclose(l_you[0], l_ref[0]):
             fault = (
                 "gradients accumulate from one step to the next: call optimizer.zero_grad() "
                 "before loss.backward() (leaves add into .grad)"
@@ -287,10 +225,8 @@ def check_adamw_state_bytes(adamw_state_bytes) -> bool:
     from minilora.lora import LoRAConfig, inject_lora
     from minilora.transformer import GPT, GPTConfig
 
-    hint = (
-        "AdamW keeps two arrays (m and v) the size of each *trainable* parameter "
-        "(p.requires_grad); frozen ones cost nothing. Bytes = 2 * sum(p.data.nbytes)."
-    )
+    found = answers("adamw_state_bytes")
+    hint = found["hints"].get("", "")
     config = GPTConfig(block_size=8, vocab_size=11, n_layer=1, n_head=2, d_model=8)
     for lora in (True, False):
         model = GPT(config, generator=np.random.default_rng(0))
@@ -305,7 +241,7 @@ def check_adamw_state_bytes(adamw_state_bytes) -> bool:
         got = _call("adamw_state_bytes", adamw_state_bytes, {"model": model})
         if got != want:
             what = "with LoRA (base frozen)" if lora else "fully trainable"
-            everything = 2 * sum(p.data.nbytes for p in model.parameters())
+            everything = found["everything"]
             fault = (
                 "you counted every parameter: frozen ones have no AdamW state"
                 if lora and got == everything else
@@ -327,19 +263,6 @@ def check_adamw_state_bytes(adamw_state_bytes) -> bool:
 
 def check_subspace_similarity(subspace_similarity) -> bool:
     """``subspace_similarity(A1, A2, i, j) -> phi`` of section 7.2, Eq. 4."""
-    hint = (
-        "take the right-singular vectors (rows of Vh from np.linalg.svd(A, "
-        "full_matrices=False)), keep the top i of A1 and top j of A2, and return "
-        "||U1 U2^T||_F^2 / min(i, j)."
-    )
-
-    def phi(i, norm=None, left=False):
-        def top(A, n):
-            u, _, vh = np.linalg.svd(A, full_matrices=False)
-            return u[:, :n].T if left else vh[:n]
-
-        U1, U2 = top(i["A1"], i["i"]), top(i["A2"], i["j"])
-        return {"phi": np.sum((U1 @ U2.T) ** 2) / (norm or min(i["i"], i["j"]))}
 
     def crash(err, i):
         if "matmul" in str(err) or "broadcast" in str(err):
@@ -350,11 +273,5 @@ def check_subspace_similarity(subspace_similarity) -> bool:
             )
         return ""
 
-    variants = {
-        "you divided by max(i, j), not min(i, j)": lambda i: phi(i, max(i["i"], i["j"])),
-        "the normalisation 1 / min(i, j) is missing": lambda i: phi(i, 1),
-    }
-    extra = [_fresh_case("subspace_similarity", 14, i=2, j=2)]
-    return _check(
-        "subspace_similarity", subspace_similarity, ("phi",), {"phi": hint}, extra, variants, crash
-    )
+    name = "subspace_similarity"
+    return _check(name, subspace_similarity, ("phi",), answers(name), crash)

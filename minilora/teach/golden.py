@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from minilora.teach.checking import RULE, TOLERANCE, within
 from minilora.teach.golden_cases import DTYPE, GoldenCase, golden_cases
 
 __all__ = [
@@ -46,16 +47,6 @@ FORMAT = "minilora-golden"
 FORMAT_VERSION = 2
 GOLDEN_DIR = Path(__file__).parent / "golden" / f"v{FORMAT_VERSION}"
 WEIGHTS, MANIFEST = "golden.safetensors", "manifest.json"
-RULE = (
-    "normwise, per output: pass if max|got - want| <= atol + rtol * max|want| (max over all "
-    "elements of that output), with atol and rtol of the dtype you computed in"
-)
-TOLERANCE = {
-    "float64": {"rtol": 1e-9, "atol": 1e-12},
-    "float32": {"rtol": 1e-4, "atol": 1e-6},
-}
-
-
 # ---- writing, reading, checking ----------------------------------------------------------
 
 
@@ -173,17 +164,6 @@ def case_arguments(entry: dict, arrays: dict) -> dict:
             else np.array(value)
         )  # fmt: skip
     return out
-
-
-def within(got, want, dtype: str = "float64") -> tuple[bool, float]:
-    """(passes, max|got - want|) under the normwise tolerance of ``dtype``."""
-    got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
-    if got.shape != want.shape:
-        return False, float("inf")
-    tol = TOLERANCE[dtype]
-    diff = float(np.max(np.abs(got - want))) if want.size else 0.0
-    scale = float(np.max(np.abs(want))) if want.size else 0.0
-    return diff <= tol["atol"] + tol["rtol"] * scale, diff
 
 
 def reproduce(device: str = "cpu", directory=None) -> list[dict]:

@@ -3,23 +3,24 @@
 STUDENT_DIR is the folder that holds the student's ``minilora/`` (what ``minilora course
 make`` wrote; the package folder itself is accepted too). For each part the grader
 
-1. copies the student's package to a temporary folder and puts the finished code back into
-   the regions of every OTHER part (from this installation's own marked source), so each
-   part is graded alone and one mistake costs points in one part only; the ANSWER regions
-   (the fast paths that would reveal a part) get the reference back too, except those of
-   the graded part, which are stubs (the grading runs with the fast paths off, so they are
-   never called; stubbed, no reference code of the part can stand in for the student's);
-2. runs ``grade_worker.py`` (beside this file) in a new Python process with
-   ``PYTHONPATH`` set to that folder, so ``import minilora`` is the student's package,
-   never this one, with the fast paths off and a time limit per part;
+1. copies THIS installation's package (the reference) to a temporary folder and puts the
+   student's code into the regions of the graded part only (``# BEGIN STUDENT: <part>``);
+   everything else is the reference, so each part is graded alone, one mistake costs points
+   in one part only, and nothing the student changed outside the regions is run. The ANSWER
+   regions of the graded part (the fast paths that would reveal it) are stubbed, and the
+   grading runs with the fast paths off, so no reference code can stand in for the student's;
+2. runs ``grade_worker.py`` (beside this file) in a new Python process with ``PYTHONPATH``
+   set to that folder, so ``import minilora`` is that package, never this one. The process
+   has a memory limit (``--memory``, GiB of address space) and each check a time limit (a
+   few seconds, times ``--time-scale``); a check that runs out fails with its own message
+   and the next one runs. ``--timeout`` bounds the whole part;
 3. collects one result per check: passed, or a message naming the likely fault.
 
-The checks (``grade_engine.py``, ``grade_lora.py``, ``grade_train.py``): float64 finite
-differences of each op's backward; topological order and accumulation; dW = 0 at the
-start bit for bit; merge equivalence and unmerge restoring W0; only A and B train and
-frozen weights get no gradient; the paper's count 2 x L_hat x d_model x r; the answer-only
-loss; greedy decoding equal to argmax; a short fine-tune that must learn. On the CPU the
-whole grading takes about a minute.
+Each part's contract (what its region must define, what it may rely on, whether autograd may
+do its backward) is written in ``parts.CONTRACTS`` and in the handout's README. The checks
+(``grade_backward.py``, ``grade_engine.py``, ``grade_norms.py``, ``grade_lora.py``,
+``grade_merge.py``, ``grade_model.py``, ``grade_train.py``) are left out of the student
+package: they would give the answers away. There, ``minilora grade`` says so and stops.
 
 Usage::
 
@@ -28,7 +29,8 @@ Usage::
     minilora grade STUDENT_DIR --json scores.json     # for nbgrader-style courses
 
 The exit status is 0 whatever the scores (a failing part is a grade, not an error); it is
-1 or 2 only when the grader itself cannot run (no package in STUDENT_DIR, a bad --part).
+1 or 2 only when the grader itself cannot run (no package in STUDENT_DIR, a bad --part, a
+student package without the grader).
 The JSON file holds ``{"parts": {part: {"score", "max", "checks": [...]}}, "score", "max"}``.
 """
 
@@ -47,15 +49,44 @@ from minilora.teach.student import (
     LEFT_OUT_FOLDERS,
     PACKAGE,
     PARTS,
-    marked_parts,
+    MarkerError,
     package_sources,
     regions,
     strip_source,
     transplant,
 )
 
-WORKER = Path(__file__).resolve().parent / "grade_worker.py"
-SKIP = shutil.ignore_patterns("__pycache__", "pretrained", "golden", "grade*.py")
+HERE = Path(__file__).resolve().parent
+WORKER = HERE / "grade_worker.py"
+CHECK_FILES = (
+    "grade_worker.py",
+    "grade_tools.py",
+    "grade_backward.py",
+    "grade_engine.py",
+    "grade_norms.py",
+    "grade_lora.py",
+    "grade_merge.py",
+    "grade_model.py",
+    "grade_train.py",
+)
+# what a grading copy of the reference leaves out: data no check reads, and the grader itself
+SKIP = shutil.ignore_patterns("__pycache__", "pretrained", "records", "golden", "grade*.py")
+GIB = 1024**3
+
+
+class GraderMissing(RuntimeError):
+    """The grader's checks are not here: a student package (they would give answers away)."""
+
+
+def check_grader() -> None:
+    missing = [f for f in CHECK_FILES if not (HERE / f).is_file()]
+    if missing:
+        raise GraderMissing(
+            f"the grader's checks are not in this package (minilora/teach/{missing[0]} is "
+            "missing): this is a student package, and the checks would give the answers away; "
+            "course staff grade it with a full copy of minilora (minilora grade THIS_FOLDER), "
+            "and the notebooks' check cells check the exercises"
+        )
 
 
 def find_package(student_dir) -> Path:
@@ -67,63 +98,68 @@ def find_package(student_dir) -> Path:
     raise FileNotFoundError(f"{path}: no minilora package here (expected {path / 'minilora'})")
 
 
-def hybrid(student_pkg: Path, part: str, root: Path, reference=None) -> list[str]:
-    """Write to ``root/minilora`` the student's package with every part but ``part`` finished.
+def count_regions(source: str, part: str, where: str = "source") -> int:
+    return sum(p == part and role == "STUDENT" for p, *_, role in regions(source, where))
 
-    Returns notes: regions the student's files lack (graded as the student left them)."""
+
+def hybrid(student_pkg: Path, part: str, root: Path, reference=None) -> tuple[list, list]:
+    """Write to ``root/minilora`` the reference package with the student's code in ``part``.
+
+    Returns (problems, notes): problems make the part score 0 (the student's file or its
+    markers for ``part`` are missing or broken); notes are reported beside the score."""
     reference = reference if reference is not None else package_sources(PACKAGE)
     target = root / "minilora"
-    shutil.copytree(student_pkg, target, ignore=SKIP)
-    others = set(PARTS) - {part}
-    notes = []
+    shutil.copytree(PACKAGE, target, ignore=SKIP)
+    problems, notes = [], []
     for rel, ref_source in reference.items():
-        if not regions(ref_source, rel) or rel.split("/")[0] in LEFT_OUT_FOLDERS:
-            continue  # no region, or a folder the student package leaves out (fast/)
-        path = target / rel
-        if not path.is_file():
-            notes.append(f"minilora/{rel} is missing")
+        if rel.split("/")[0] in LEFT_OUT_FOLDERS or not any(
+            p == part for p, *_ in regions(ref_source, rel)
+        ):
             continue
-        new, missing = transplant(path.read_text(), ref_source, others)
-        # the part's own ANSWER regions stay stubs: grading never runs reference code for
-        # the part it grades, whatever the student's copy holds there
-        path.write_text(strip_source(new, {part}, roles=("ANSWER",)))
-        notes += [f"the markers of {p} in minilora/{rel} are missing" for p in missing]
-    return notes
+        stubbed = strip_source(ref_source, {part})  # no reference code for the part runs
+        own_file = student_pkg / rel
+        if not own_file.is_file():
+            problems.append(f"minilora/{rel} is missing")
+            (target / rel).write_text(stubbed)
+            continue
+        try:
+            own = own_file.read_text()
+            found, want = count_regions(own, part, rel), count_regions(ref_source, part, rel)
+        except (MarkerError, UnicodeDecodeError) as err:
+            problems.append(f"minilora/{rel}: {err}")
+            (target / rel).write_text(stubbed)
+            continue
+        if found != want:
+            problems.append(
+                f"minilora/{rel} has {found} region(s) '# BEGIN/END STUDENT: {part}', the "
+                f"handout {want}: put your code back between the markers"
+            )
+            (target / rel).write_text(stubbed)
+            continue
+        new, _ = transplant(stubbed, own, {part})
+        (target / rel).write_text(new)
+    return problems, notes
 
 
-def grade_part(student_pkg: Path, part: str, timeout: float = 300, reference=None) -> dict:
-    """Grade one part: {"score", "max", "checks": [...], "notes": [...], "seconds"}."""
+def grade_part(
+    student_pkg: Path,
+    part: str,
+    timeout: float = 120,
+    reference=None,
+    scale: float = 1.0,
+    memory: float = 3.0,
+) -> dict:
+    """Grade one part: {"score", "max", "checks": [...], "notes": [...], "seconds"}.
+
+    ``timeout``: seconds for the whole part; ``scale``: multiplies each check's own time
+    limit; ``memory``: GiB of address space for the grading process."""
     start = time.perf_counter()
-    files = marked_parts().get(part, [])
     with tempfile.TemporaryDirectory(prefix=f"minilora-grade-{part}-") as tmp:
         root = Path(tmp)
-        notes = hybrid(student_pkg, part, root, reference)
-        own = package_sources(root / "minilora")
-        lost = [f for f in files if f"# BEGIN STUDENT: {part}" not in own.get(f, "")]
-        report = {"checks": [], "error": None}
-        if lost:
-            report["error"] = (
-                f"the markers '# BEGIN/END STUDENT: {part}' are missing in "
-                f"{', '.join('minilora/' + f for f in lost)}: put your code back between them"
-            )
-        else:
-            out = root / "result.json"
-            env = {**os.environ, "PYTHONPATH": str(root), "MINILORA_FAST_PATHS": "0"}
-            env.pop("MINILORA_DEVICE", None)
-            try:
-                subprocess.run(
-                    [sys.executable, str(WORKER), str(root), part, str(out)],
-                    cwd=root,
-                    env=env,
-                    timeout=timeout,
-                    capture_output=True,
-                    check=False,
-                )
-                report = json.loads(out.read_text()) if out.is_file() else report
-                if not out.is_file():
-                    report["error"] = "the grading process died (a crash in the package?)"
-            except subprocess.TimeoutExpired:
-                report["error"] = f"timed out after {timeout:.0f} s: an endless loop?"
+        problems, notes = hybrid(student_pkg, part, root, reference)
+        report = {"checks": [], "pending": [], "error": "; ".join(problems) or None}
+        if not problems:
+            report = run_worker(root, part, timeout, scale, memory)
     checks = report.get("checks") or []
     if report.get("error"):
         checks = [{"name": "the part runs", "passed": False, "message": report["error"]}]
@@ -136,8 +172,44 @@ def grade_part(student_pkg: Path, part: str, timeout: float = 300, reference=Non
     }
 
 
-def grade(student_dir, parts=None, timeout: float = 300, progress=None) -> dict:
-    """Grade ``parts`` (all if None) of the package in ``student_dir``."""
+def run_worker(root: Path, part: str, timeout: float, scale: float, memory: float) -> dict:
+    """Run the worker on ``root`` for ``part``; its report, the unfinished checks failed."""
+    out = root / "result.json"
+    env = {**os.environ, "PYTHONPATH": str(root), "MINILORA_FAST_PATHS": "0"}
+    env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    env.pop("MINILORA_DEVICE", None)
+    args = [sys.executable, str(WORKER), str(root), part, str(out), str(scale)]
+    why = "the grading process died during this check (a crash in the package?)"
+    try:
+        subprocess.run(
+            [*args, str(int(memory * GIB))],
+            cwd=root,
+            env=env,
+            timeout=timeout,
+            capture_output=True,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        why = f"the part's time limit ({timeout:.0f} s) ran out during this check: an endless loop?"
+    if not out.is_file():
+        return {
+            "checks": [],
+            "pending": [],
+            "error": "the grading process died before its "
+            "first check (a crash in the package, or the memory limit?)",
+        }
+    report = json.loads(out.read_text())
+    for k, name in enumerate(report.get("pending") or []):
+        message = why if k == 0 else "not run: the part stopped at an earlier check"
+        report["checks"].append({"name": name, "passed": False, "message": message})
+    return report
+
+
+def grade(
+    student_dir, parts=None, timeout: float = 120, progress=None, scale=1.0, memory=3.0
+) -> dict:
+    """Grade ``parts`` (all if None) of the package in ``student_dir`` (``grade_part``)."""
+    check_grader()
     student_pkg = find_package(student_dir)
     parts = list(parts) if parts else list(PARTS)
     unknown = [p for p in parts if p not in PARTS]
@@ -146,7 +218,7 @@ def grade(student_dir, parts=None, timeout: float = 300, progress=None) -> dict:
     reference = package_sources(PACKAGE)
     results = {}
     for part in parts:
-        results[part] = grade_part(student_pkg, part, timeout, reference)
+        results[part] = grade_part(student_pkg, part, timeout, reference, scale, memory)
         if progress:
             progress(part, results[part])
     return {
@@ -172,6 +244,10 @@ def format_part(part: str, result: dict) -> str:
 def grade_command(args) -> int:
     from minilora.work.command import USAGE, CommandError, about, check_output
 
+    try:
+        check_grader()
+    except GraderMissing as err:
+        raise CommandError(str(err)) from None
     if args.json:
         check_output(args.json, "--json", "file")
     with about("STUDENT_DIR", args.student_dir):
@@ -186,6 +262,8 @@ def grade_command(args) -> int:
         args.part,
         args.timeout,
         progress=lambda part, r: print(format_part(part, r), flush=True),
+        scale=args.time_scale,
+        memory=args.memory,
     )
     print(f"total {report['score']}/{report['max']}")
     if args.json:
@@ -195,7 +273,7 @@ def grade_command(args) -> int:
 
 def add_cli(subparsers) -> dict:
     """Add ``minilora grade STUDENT_DIR [--part P,...] [--json FILE] [--timeout S]``."""
-    from minilora.work.command import integer, names
+    from minilora.work.command import integer, names, number
 
     g = subparsers.add_parser(
         "grade",
@@ -206,5 +284,17 @@ def add_cli(subparsers) -> dict:
     g.add_argument("student_dir")
     g.add_argument("--part", type=names, default=None, help="comma-separated parts (default all)")
     g.add_argument("--json", default=None, help="also write the scores to this JSON file")
-    g.add_argument("--timeout", type=integer(1), default=300, help="seconds per part (default 300)")
+    g.add_argument("--timeout", type=integer(1), default=120, help="seconds per part (default 120)")
+    g.add_argument(
+        "--time-scale",
+        type=number(0, low_open=True),
+        default=1.0,
+        help="multiply each check's time limit (a few seconds) by this (default 1)",
+    )
+    g.add_argument(
+        "--memory",
+        type=number(0, low_open=True),
+        default=3.0,
+        help="GiB of memory for each grading process (default 3)",
+    )
     return {"grade": lambda args, command: grade_command(args)}

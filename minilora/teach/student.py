@@ -7,12 +7,15 @@ the lines between a comment line ``# BEGIN STUDENT: <part>`` and the comment lin
 ``minilora course make OUT_DIR`` copies the package to ``OUT_DIR/minilora`` and replaces
 every marked region by ``raise NotImplementedError("<part>: ...")`` at the marker's
 indentation, keeping the markers, the signatures, the docstrings and the comments around
-them. It writes ``OUT_DIR/README.md`` for students (the parts, in order, with the file and
-function of each and how to check them). The copy leaves out minilora/fast/ (the faster
-twins of a few ops), so the formulas that students write are what runs;
-the grader (``minilora.teach.grade*``) is left out of the copy, since its checks spell out
-the answers. Students put ``OUT_DIR`` first on ``PYTHONPATH`` (or ``pip install -e``
-a copy with the project's ``pyproject.toml``) and fill in the parts.
+them. It writes ``OUT_DIR/README.md`` for students (how to set up, the parts in order with
+the file and function of each, each part's contract with the grader, how work is checked:
+``handout_readme.py``) and ``OUT_DIR/pyproject.toml``. The copy leaves out minilora/fast/
+(the faster twins of a few ops), so the formulas that students write are what runs; the
+grader's checks (``minilora/teach/grade_*.py``) are left out too, since they spell out the
+answers (``grade.py`` stays, and says so), and so are the notebooks' checkers' formulas
+(``exercise_answers*.py``) and the golden vectors: the checkers in the copy compare with their
+answers recorded as data (``recorded.py``). Students put ``OUT_DIR`` first on ``PYTHONPATH``
+or ``pip install -e OUT_DIR``, and fill in the parts.
 
 A second kind of region, ``# BEGIN ANSWER: <part>`` / ``# END ANSWER: <part>``, marks
 code that is not what students write but would give a part's answer away: the fast
@@ -22,7 +25,8 @@ would find those regions stubbed. The grader puts the
 reference back into the ANSWER regions of every part but the one it grades, and stubs
 that part's own (so no reference code for a part ever runs while it is graded).
 
-``minilora grade OUT_DIR`` (``minilora.teach.grade``) grades what comes back, part by part.
+``minilora grade OUT_DIR`` (``minilora.teach.grade``, from a full copy of minilora) grades
+what comes back, part by part. The parts and their contracts: ``parts.py``.
 The notebooks for the same course: ``make_student_notebooks`` is the hook that
 ``course make`` calls; it strips the notebooks of a checkout with ``minilora exercises
 strip`` (``notebook_tools.strip_notebook``) and does nothing where there are none.
@@ -34,68 +38,19 @@ import re
 import shutil
 from pathlib import Path
 
+from minilora.teach.handout_readme import PYPROJECT, student_readme
+from minilora.teach.parts import PARTS
+from minilora.teach.recorded import write as record_answers
+
 PACKAGE = Path(__file__).resolve().parent.parent  # our minilora/
 MARKER = re.compile(
     r"^(?P<indent>[ \t]*)# (?P<kind>BEGIN|END) (?P<role>STUDENT|ANSWER): (?P<part>[a-z_]+)\s*$"
 )
 ROLES = ("STUDENT", "ANSWER")  # what students write; code elsewhere that would reveal it
-LEFT_OUT = ("grade*.py",)  # in teach/: the grader's checks would give the answers away
+# in teach/, what would give the answers away: the grader's checks, the notebooks' checkers'
+# formulas (recorded as data instead: recorded.py), the golden vectors and their references
+LEFT_OUT = ("grade_*.py", "exercise_answers*.py", "golden*", "torch_grader.py", "recorded")
 LEFT_OUT_FOLDERS = ("fast",)  # the fast twins: the formulas students write run instead
-
-# part id: (file, where, what to write). In the order a course meets them.
-PARTS = {
-    "topo_order": (
-        "tensor.py",
-        "_topological_order",
-        "every node the root depends on, each after all of its inputs, iteratively",
-    ),
-    "backward": (
-        "tensor.py",
-        "Tensor.backward",
-        "walk the nodes outputs-first, apply each _backward, accumulate the gradients",
-    ),
-    "unbroadcast": (
-        "broadcasting.py",
-        "unbroadcast",
-        "sum a gradient back to an input's shape (new leading axes, stretched size-1 axes)",
-    ),
-    "matmul_backward": ("ops.py", "matmul", "dL/da = G b^T and dL/db = a^T G, for batches too"),
-    "softmax": ("functional.py", "softmax", "the stable softmax along `axis` and its backward"),
-    "layer_norm": (
-        "functional.py",
-        "layer_norm",
-        "layer norm over the last axis, forward and backward (x, weight, bias)",
-    ),
-    "lora_init": ("lora.py", "LoRALinear.add_adapter", "A random, B zero, so dW = B A = 0"),
-    "lora_forward": ("lora.py", "LoRALinear.forward", "Eq. 3: base(x) + (alpha/r) B A x"),
-    "merge": (
-        "lora.py",
-        "LoRALinear.delta_weight and .merge",
-        "dW = (alpha/r) B A and W = W0 + dW",
-    ),
-    "unmerge": ("lora.py", "LoRALinear.unmerge", "W0 = W - dW"),
-    "inject_lora": (
-        "lora.py",
-        "inject_lora",
-        "wrap every Linear that a target names in a LoRALinear",
-    ),
-    "mark_trainable": (
-        "lora.py",
-        "mark_only_lora_as_trainable",
-        "freeze everything but A and B (and the biases `bias` names)",
-    ),
-    "answer_mask": (
-        "work/tasks.py",
-        "task_batch",
-        "inputs and targets whose loss covers the answer tokens only",
-    ),
-    "train_step": (
-        "work/train.py",
-        "train_step",
-        "the loss, zero_grad, backward, clipping, one optimizer step",
-    ),
-    "greedy": ("transformer.py", "sample_next", "greedy decoding: the most likely token per row"),
-}
 
 
 class MarkerError(ValueError):
@@ -239,8 +194,10 @@ def make_student_package(out_dir, source: Path = PACKAGE) -> dict[str, list[str]
         stripped = strip_source(text)
         if stripped != text:
             (target / rel).write_text(stripped)
+    record_answers(target / "teach")
     parts = marked_parts(source)
     (out_dir / "README.md").write_text(student_readme(parts))
+    (out_dir / "pyproject.toml").write_text(PYPROJECT)
     make_student_notebooks(out_dir)
     return parts
 
@@ -257,54 +214,6 @@ def make_student_notebooks(out_dir) -> list[Path]:
         strip_notebook(nb, out)
         written.append(out)
     return written
-
-
-def student_readme(parts: dict[str, list[str]]) -> str:
-    rows = "\n".join(
-        f"| {i} | `{part}` | `minilora/{files[0]}` | `{PARTS.get(part, ('', '?', ''))[1]}` | "
-        f"{PARTS.get(part, ('', '', ''))[2]} |"
-        for i, (part, files) in enumerate(sorted(parts.items(), key=_order), 1)
-    )
-    return f"""# Build LoRA yourself: the minilora student package
-
-This is minilora (LoRA, Hu et al. 2021, from scratch on a NumPy autograd engine) with its
-core left for you to write. Each part is a region of the library's own code between
-
-    # BEGIN STUDENT: <part>
-    raise NotImplementedError("<part>: ...")
-    # END STUDENT: <part>
-
-Replace the `raise` by your code, between the markers (keep the markers: the grader finds
-your code by them). The signature, the docstring and the comments around each region say
-what it must do. Everything else is the finished library, so you can use it freely.
-
-Set up: put this folder first on `PYTHONPATH` (`export PYTHONPATH=$PWD`) so that
-`import minilora` imports this package. The fast paths (fused kernels that would bypass
-your code) are off here by default; leave them off.
-
-## The parts, in the order the course meets them
-
-| # | part | file | where | what to write |
-|---|------|------|-------|---------------|
-{rows}
-
-Parts are graded one at a time, each with the finished code in all the other parts, so
-you can do them in any order and one mistake costs points in one part only.
-
-## Checking your work
-
-Course staff (or you, from a full checkout of minilora) run
-
-    minilora grade path/to/this/folder              # every part
-    minilora grade path/to/this/folder --part lora_forward
-    minilora grade path/to/this/folder --json scores.json
-
-It imports your package in a separate process and runs the project's own proofs on it:
-finite-difference gradient checks in float64, dW = 0 at the start bit for bit, merge and
-unmerge, only A and B train, the paper's parameter count 2 x L_hat x d_model x r, greedy
-decoding, the answer-only loss and a short fine-tune that must learn. It prints a score
-per part and, for each failed check, the likely fault.
-"""
 
 
 def _order(item):
