@@ -37,10 +37,17 @@ T_FUNCTIONAL = ("tests/test_functional.py", "tests/test_fast_paths.py")
 T_FUNCTIONAL_NN = (*T_FUNCTIONAL, "tests/test_nn.py")
 T_NN = ("tests/test_nn.py",)
 T_OPTIM = ("tests/test_optim.py",)
-T_LORA = ("tests/test_lora.py", "tests/test_lora_model.py")
-T_LORA_MODEL_FIRST = ("tests/test_lora_model.py", "tests/test_lora.py")  # where it fails sooner
+T_LORA = ("tests/test_lora.py", "tests/test_lora_targets.py", "tests/test_lora_model.py")
+T_LORA_MODEL_FIRST = (
+    "tests/test_lora_model.py",
+    "tests/test_lora.py",
+    "tests/test_lora_targets.py",
+)  # where it fails sooner
 T_FUSED = ("tests/test_lora_fused.py", "tests/test_lora.py")
-T_GPT = ("tests/test_transformer.py",)
+T_GPT = (
+    "tests/test_transformer.py",
+    "tests/test_generation.py",
+)
 T_FUNCTIONAL_GPT = (*T_FUNCTIONAL, *T_GPT)
 T_GRADCHECK = ("tests/test_gradcheck.py",)
 
