@@ -10,7 +10,7 @@ section 7), ``minilora.interop`` (PEFT and GPT-2 files) and ``minilora.teach``
 """
 
 import importlib
-import importlib.util
+from pathlib import Path
 
 from minilora import functional, lora, nn, ops, optim, transformer
 from minilora._version import __version__
@@ -19,8 +19,10 @@ from minilora.creation import arange, manual_seed, ones, rand, randn, tensor, ze
 from minilora.gradcheck import gradcheck
 from minilora.tensor import Tensor, is_grad_enabled, no_grad
 
-# The faster twins of a few ops (minilora/fast/), which the student package leaves out.
-if importlib.util.find_spec("minilora.fast") is not None:
+# The faster twins of a few ops (minilora/fast/), which the student package leaves out. The
+# folder itself is looked for, not the module: an editable install of the reference would
+# otherwise lend its minilora.fast to a student package found first on the path.
+if (Path(__file__).parent / "fast" / "__init__.py").is_file():
     importlib.import_module("minilora.fast").install()
 
 # Loaded on first use (PEP 562), so that importing the engine stays light.

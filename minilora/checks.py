@@ -267,6 +267,7 @@ RULES = {
     "weight_decay": (lambda v: 0 <= v < math.inf, "a finite number >= 0"),
     "eps": (lambda v: 0 < v < math.inf, "a finite number > 0"),
     "beta": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "lr_scale": (lambda v: 0 < v < math.inf, "a finite number > 0"),
 }
 
 

@@ -10,6 +10,9 @@ them), so a step allocates little. Hyperparameters are checked when the
 optimizer is made (and lr at every ``set_lr``): lr and weight decay finite and
 >= 0 (lr 0 is allowed: the end of a cosine schedule decaying to 0), betas and
 momentum in [0, 1), eps finite and > 0.
+
+A group may carry ``lr_scale``: its rate is the optimizer's rate times that, at every
+``set_lr`` too (LoRA+, Hayou et al. 2024: B's rate a multiple of A's).
 """
 
 from __future__ import annotations
@@ -38,7 +41,9 @@ class Optimizer:
         several = len(self.param_groups) > 1
         for i, group in enumerate(self.param_groups):
             owner = type(self).__name__ + (f" (param group {i})" if several else "")
-            checks.param_group(owner, group, defaults)
+            scaled = ["lr_scale"] if "lr_scale" in group else []
+            checks.param_group(owner, group, [*defaults, *scaled])
+            group["lr"] *= group.get("lr_scale", 1.0)
         self.state: dict[int, dict] = {}  # id(param) -> its state arrays
         self.step_count = 0
 
@@ -49,7 +54,7 @@ class Optimizer:
     def set_lr(self, lr: float) -> None:
         checks.hyperparameter(f"{type(self).__name__}.set_lr", "lr", lr)
         for group in self.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
 
     def zero_grad(self) -> None:
         for p in self.params:

@@ -208,20 +208,35 @@ def test_table1_models_merged_lora_is_a_plain_gpt_again():
 
 
 def test_runs_in_worker_processes_give_the_records_of_one_process(tmp_path):
-    """--jobs N: the same runs in two spawned processes give the same records."""
+    """--jobs N: the same runs in two spawned processes give the records of one process.
+
+    Both sides get the workers' BLAS threads (one, unless the environment names a number): a
+    multi-threaded BLAS sums a matrix product in another order, so its last bits differ.
+    """
+    import json
+    import subprocess
+    import sys
+
     from minilora.paper import protocol
 
     b = budgets.get_budget("quick")
     runs = [protocol.protocol_run(b, "bitfit", "sql", {}, seed, 1e-2) for seed in (0, 1)]
+    code = f"""
+import json
+from minilora.paper import budgets, experiments, protocol
+b = budgets.get_budget("quick")
+runs = [protocol.protocol_run(b, "bitfit", "sql", {{}}, seed, 1e-2) for seed in (0, 1)]
+one = experiments.run_all(runs, {str(tmp_path / "one")!r}, progress=False, read_first=[])
+print(json.dumps([(r["score"], r["val_loss"], r["trained_digest"]) for r in one]))
+"""
+    env = {**os.environ, **{name: os.environ.get(name, "1") for name in experiments.ONE_THREAD}}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    ).stdout
+    one = [tuple(r) for r in json.loads(out.splitlines()[-1])]
     before = {name: os.environ.get(name) for name in experiments.ONE_THREAD}
-    one = experiments.run_all(runs, tmp_path / "one", progress=False, read_first=[])
     two = experiments.run_all(runs, tmp_path / "two", progress=False, jobs=2, read_first=[])
-    for a, b_ in zip(one, two):
-        assert (a["score"], a["val_loss"], a["trained_digest"]) == (
-            b_["score"],
-            b_["val_loss"],
-            b_["trained_digest"],
-        )
+    assert one == [(r["score"], r["val_loss"], r["trained_digest"]) for r in two]
     assert {name: os.environ.get(name) for name in experiments.ONE_THREAD} == before
 
 

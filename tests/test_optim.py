@@ -263,3 +263,13 @@ def test_cosine_lr_without_warmup():
     assert cosine_lr(0, 0.5, 0, 100) == pytest.approx(0.5)
     assert cosine_lr(50, 0.5, 0, 100) == pytest.approx(0.25)
     assert cosine_lr(100, 0.5, 0, 100) == pytest.approx(0.0)
+
+
+def test_a_group_lr_scale_multiplies_its_rate_at_start_and_at_every_set_lr():
+    a, b = make_params()[:2]
+    opt = AdamW([{"params": [a]}, {"params": [b], "lr_scale": 4.0}], lr=1e-2)
+    assert [g["lr"] for g in opt.param_groups] == [1e-2, 4e-2]
+    opt.set_lr(3e-3)
+    assert [g["lr"] for g in opt.param_groups] == [3e-3, pytest.approx(1.2e-2)]
+    with pytest.raises(ValueError, match=r"param group 1.*lr_scale"):
+        AdamW([{"params": [a]}, {"params": [b], "lr_scale": -1.0}], lr=1e-2)

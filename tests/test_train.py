@@ -127,6 +127,40 @@ def test_weight_decay_only_on_matrices():
     }
 
 
+def test_loraplus_trains_every_lora_b_at_its_multiple_of_the_rate():
+    """b_lr_ratio (LoRA+): lora_B in a group of its own at ratio x lr, at every step of the
+    schedule; AdamW's first step moves each entry by its group's rate times |g| / (|g| + eps)
+    (m / sqrt(v) = g / |g|), and B starts at 0, so after one step |B| is that at 16x lr while
+    A has not moved at all."""
+    from minilora.lora import inject_lora
+    from minilora.lora_config import LoRAConfig
+
+    model = tiny_gpt()
+    model.requires_grad_(False)
+    inject_lora(model, LoRAConfig(r=2, alpha=4), generator=np.random.default_rng(0))
+    one = make_optimizer(model, quick())
+    assert len(one.param_groups) == 1  # ratio 1: the paper's single rate, groups as before
+    opt = make_optimizer(model, quick(b_lr_ratio=16.0, weight_decay=0.0))  # A stays put
+    base, fast = opt.param_groups
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert all(".lora_A." in names[id(p)] for p in base["params"])
+    assert all(".lora_B." in names[id(p)] for p in fast["params"]) and len(fast["params"]) == 2
+    assert fast["lr"] == pytest.approx(16 * base["lr"])
+    opt.set_lr(1e-3)
+    assert (base["lr"], fast["lr"]) == (1e-3, pytest.approx(16e-3))
+    a_before = [p.data.copy() for p in base["params"]]
+    x = np.random.default_rng(1).integers(0, VOCAB, (2, 8))
+    model(x, x)[1].backward()
+    opt.step()
+    for p in fast["params"]:
+        g = np.abs(p.grad.astype(np.float64))
+        np.testing.assert_allclose(np.abs(p.data), 16e-3 * g / (g + fast["eps"]), rtol=1e-4)
+    for p, before in zip(base["params"], a_before):  # B was 0: A's gradient is 0
+        np.testing.assert_array_equal(p.data, before)
+    with pytest.raises(ValueError, match="b_lr_ratio=0"):
+        quick(b_lr_ratio=0)
+
+
 def test_only_trainable_parameters_change():
     model = tiny_gpt()
     model.requires_grad_(False)

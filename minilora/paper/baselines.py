@@ -14,7 +14,8 @@ configuration alone, by the paper's formulas (``minilora.paper.counting``).
     PreLayer  trainable activations at those positions after every block
     AdapterH  two bottleneck adapters per block (Houlsby et al. 2019)
     AdapterL  one adapter, with a LayerNorm, after each block's MLP (Lin et al. 2020)
-    LoRA      dW = B A on chosen attention projections (section 4; ``minilora.lora``)
+    LoRA      dW = B A on chosen attention projections (section 4; ``minilora.lora``);
+              with ``b_lr_ratio``, LoRA+ (B trains at that multiple of A's rate)
 
 and, for the paper's Appendix E, LoRA combined with a prefix method: ``lora+preembed`` and
 ``lora+prelayer`` (LoRA's r, alpha and targets, and the prefix's l_p and l_i).
@@ -53,6 +54,9 @@ DEFAULTS = {
     "adapterh": {"r": 4}, "adapterl": {"r": 4},
     "lora": {"r": 8, "alpha": None, "targets": ("q", "v")},  # alpha None: 2 r
 }  # fmt: skip
+# LoRA+ (Hayou et al. 2024): B's rate this multiple of A's; a training setting, not a layer
+# one (None: one rate, the paper). Runs without it keep their keys (only given settings count).
+DEFAULTS["lora"]["b_lr_ratio"] = None
 for _name in COMBINED:
     DEFAULTS[_name] = {**DEFAULTS["lora"], **DEFAULTS[_name.split("+")[1]]}
 PROJ = {"q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "o_proj"}

@@ -153,8 +153,9 @@ def execute(run: Run, progress: bool = False) -> dict:
     keep = keeps_adapter(run)
     initial = {f"{n}.init": p.numpy().copy() for n, p in model.named_parameters()
                if keep and ".lora_A." in n}  # fmt: skip
+    ratio = dict(run.settings).get("b_lr_ratio") or 1.0  # LoRA+: B's rate over A's
     config = finetune_recipe(
-        run.steps, run.lr, run.batch_size, run.seed, EVAL_BATCHES, progress, run.eval_every
+        run.steps, run.lr, run.batch_size, run.seed, EVAL_BATCHES, progress, run.eval_every, ratio
     )
     get_batch = task_batcher(task, tokenizer, run.batch_size, gpt.config.block_size)
     try:

@@ -14,6 +14,7 @@ Names (Hu et al. 2021, arXiv 2106.09685):
     appendix_e  LoRA combined with PreEmbed and with PreLayer          minilora.paper.appendix_e
     longer   LoRA r = 8 at 2x and 4x the steps, FT at 4x (the budget)   minilora.paper.longer
     placement  LoRA on every Linear, MLP included (the modern reading)  minilora.paper.placement
+    loraplus   LoRA+: B at 4x and 16x A's rate (the modern reading)     minilora.paper.loraplus
     figure3, figure4, table7   section 7's analyses                   minilora.paper.section7
     all      every one of them
 
@@ -49,6 +50,7 @@ REPRODUCTIONS = {
     "appendix_e": ("minilora.paper.appendix_e", "appendix_e"),
     "longer": ("minilora.paper.longer", "longer"),
     "placement": ("minilora.paper.placement", "placement"),
+    "loraplus": ("minilora.paper.loraplus", "loraplus"),
     "figure3": ("minilora.paper.section7", "REPRODUCTIONS"),
     "figure4": ("minilora.paper.section7", "REPRODUCTIONS"),
     "table7": ("minilora.paper.section7", "REPRODUCTIONS"),
@@ -100,7 +102,8 @@ def reproduce(names, budget: str = "quick", out_dir=DEFAULT_OUT, progress: bool 
     # the reproductions that read records
     recorded = (
         "table4", "table5", "table6", "sweeps", "counts", "bases", "converged", "figure2",
-        "table16", "appendix_e", "longer", "placement", "table1", "figure3", "figure4", "table7",
+        "table16", "appendix_e", "longer", "placement", "loraplus", "table1", "figure3",
+        "figure4", "table7",
     )  # fmt: skip
 
     def budget_of(name):  # the other reproductions know quick and full only
@@ -117,6 +120,7 @@ def plan(names, budget, cache_dir=None) -> str:
         budgets,
         converged,
         longer,
+        loraplus,
         placement,
         protocol,
         sizes,
@@ -127,6 +131,7 @@ def plan(names, budget, cache_dir=None) -> str:
     run_lists["appendix_e"] = appendix_e.appendix_e_runs
     run_lists["longer"] = longer.longer_runs
     run_lists["placement"] = placement.placement_runs
+    run_lists["loraplus"] = loraplus.loraplus_runs
     run_lists["converged"] = lambda b, records: (converged.converged_runs(b, records), [])
     b = budgets.get_budget(budget)
     records = protocol.Records(cache_dir)

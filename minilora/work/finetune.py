@@ -32,6 +32,7 @@ def finetune_recipe(
     eval_batches: int = 4,
     progress: bool = True,
     eval_every: int = 0,
+    b_lr_ratio: float = 1.0,
 ) -> TrainConfig:
     """The project's one fine-tuning recipe (demo, CLI, Tables 4-6, section 7).
 
@@ -41,6 +42,7 @@ def finetune_recipe(
     evaluation during training and the last step is what is kept; otherwise the
     validation loss is measured every ``eval_every`` steps and the weights of the
     best one are put back at the end (the protocol of minilora.paper.protocol).
+    ``b_lr_ratio`` trains every lora_B at that multiple of ``lr`` (LoRA+; 1: the paper).
     """
     return TrainConfig(
         steps=steps,
@@ -53,6 +55,7 @@ def finetune_recipe(
         seed=seed,
         progress=progress,
         restore_best=eval_every > 0,
+        b_lr_ratio=b_lr_ratio,
     )
 
 

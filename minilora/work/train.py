@@ -46,6 +46,9 @@ class TrainConfig:
     # keep the trainable weights of the best validation loss in memory and put them back
     # at the end, so the model returned is the best checkpoint, not the last step
     restore_best: bool = False
+    # LoRA+ (Hayou et al. 2024): every lora_B trains at this times the rate of the rest
+    # (1: one rate for all, the paper's recipe)
+    b_lr_ratio: float = 1.0
 
     def __post_init__(self):
         if self.steps < 1 or self.batch_size < 1:
@@ -54,6 +57,8 @@ class TrainConfig:
             )
         if self.lr <= 0:
             raise ValueError(f"TrainConfig: lr={self.lr} must be > 0")
+        if not self.b_lr_ratio > 0:
+            raise ValueError(f"TrainConfig: b_lr_ratio={self.b_lr_ratio} must be > 0")
 
 
 @dataclass
@@ -71,13 +76,22 @@ class TrainResult:
 
 
 def make_optimizer(model, config: TrainConfig) -> AdamW:
-    """AdamW with weight decay on trainable matrices only (biases, norms and vectors excluded)."""
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in trainable if p.ndim >= 2]
-    rest = [p for p in trainable if p.ndim < 2]
+    """AdamW with weight decay on trainable matrices only (biases, norms and vectors excluded).
+
+    With ``config.b_lr_ratio`` != 1 the lora_B matrices form a group of their own, at that
+    multiple of the rate (LoRA+); the first group keeps the base rate.
+    """
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    faster = [p for n, p in named if config.b_lr_ratio != 1 and ".lora_B" in n]
+    decay = [p for n, p in named if p.ndim >= 2 and not any(p is q for q in faster)]
+    rest = [p for n, p in named if p.ndim < 2]
     groups = [{"params": decay, "weight_decay": config.weight_decay}]
     if rest:
         groups.append({"params": rest, "weight_decay": 0.0})
+    if faster:
+        groups.append(
+            {"params": faster, "weight_decay": config.weight_decay, "lr_scale": config.b_lr_ratio}
+        )
     return AdamW(groups, lr=config.lr)
 
 
