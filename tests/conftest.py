@@ -16,6 +16,12 @@ Hypothesis profiles (choose with HYPOTHESIS_PROFILE, default "ci"):
   every run), no deadline. The whole engine suite then runs in about 13 s on
   2 cores (most of it elementwise gradchecks).
 * ``dev``: 300 examples per property test, random, for hunting bugs locally.
+
+BLAS threads: one per test process unless the environment names a number. The README's
+command runs one process per core (``-n auto``, pytest-xdist), each test file in one
+process (``--dist loadfile``: a file's fixtures are built once); two BLAS threads in each
+would only fight over the cores, and one thread sums a matrix product in the same order on
+every machine, as the committed records and notebooks were computed.
 """
 
 from __future__ import annotations
@@ -25,7 +31,10 @@ import os
 import pytest
 from hypothesis import HealthCheck, settings
 
-from minilora import backend
+for _name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_name, "1")  # before NumPy is imported (next, by minilora)
+
+from minilora import backend  # noqa: E402 (after the BLAS threads are set)
 
 settings.register_profile(
     "ci",

@@ -107,16 +107,26 @@ def test_each_op_runs_its_twin_unless_switched_off(name, monkeypatch, device):
     assert calls == ["twin", "twin"]
 
 
-def test_without_the_fast_folder_every_op_runs_its_formula():
-    """The student package leaves minilora/fast/ out: nothing is installed, the core runs."""
-    code = (
-        "import sys; sys.modules['minilora.fast'] = None\n"  # as if the folder were absent
-        "import importlib.util as u; u.find_spec = lambda name, *a: None\n"
-        "import minilora, minilora.backend as b\n"
-        "print(len(b._twins), b.fast_paths_enabled())"
+def test_without_the_fast_folder_every_op_runs_its_formula(tmp_path):
+    """The student package leaves minilora/fast/ out: nothing is installed, the core runs.
+
+    A copy of the package without the folder, found first on the path: its ``import
+    minilora`` must not borrow ``minilora.fast`` from an installed (editable) reference."""
+    import shutil
+
+    package = Path(ml.__file__).parent
+    shutil.copytree(
+        package,
+        tmp_path / "minilora",
+        ignore=shutil.ignore_patterns("fast", "__pycache__", "paper"),
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["0", "True"]
+    code = "import minilora as m, minilora.backend as b; print(len(b._twins), m.__file__)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+    )  # fmt: skip
+    twins, where = out.stdout.split()
+    assert twins == "0" and where.startswith(str(tmp_path))
 
 
 def test_uninstall_and_install_a_twin_by_name():
