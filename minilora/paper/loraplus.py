@@ -23,7 +23,7 @@ from minilora.paper.bases import lead
 from minilora.paper.budgets import get_budget, records_of
 from minilora.paper.experiments import Run
 from minilora.paper.report import header, mean_sd, write
-from minilora.paper.tables import table4_runs
+from minilora.paper.variants import own_sweep_runs, sweep_line, table4_rows
 
 TASKS = ("sql",)
 RATIOS = (4, 16)  # B's rate over A's (1: the paper's one rate)
@@ -41,16 +41,10 @@ def loraplus_runs(b, records=None, compute=None, tasks=TASKS) -> tuple[list[Run]
     for task in tasks:
         for ratio in ratios:
             s = settings_at(ratio)
-            lr, _ = P.choose_rate(b, "lora", task, records, compute, settings=s)
-            sweeps += P.sweep_runs_missing(b, "lora", task, records, settings=s)
-            if lr is None:
-                seeds = [x for x in b.seeds if x != P.SWEEP_SEED]
-                waiting += [
-                    P.protocol_run(b, "lora", task, s, x, P.DEFAULT_LR["lora"]) for x in seeds
-                ]
-                continue
-            rate, _ = P.cell_rate(b, "lora", task, s, b.seeds, lr, records)
-            ready += [P.protocol_run(b, "lora", task, s, x, rate) for x in b.seeds]
+            for into, runs in zip(
+                (sweeps, ready, waiting), own_sweep_runs(b, task, s, [s], records, compute)
+            ):
+                into += runs
     return sweeps + ready, waiting
 
 
@@ -59,13 +53,7 @@ def loraplus(budget, out_dir: Path, progress: bool = True) -> Path:
     b, out_dir = get_budget(budget), Path(out_dir)
     recs = records_of(loraplus_runs, "loraplus", b, out_dir, progress)
     records = P.Records(out_dir / "cache")
-    wq_wv = Run("lora", "sql", P.LORA_SWEPT).settings
-    table4 = {
-        run: rec for run, rec in ((r, records.get(r)) for r in table4_runs(b, records)[0])
-        if rec is not None and rec.get("score") is not None and run.seed in b.main_seeds
-        and run.task in TASKS and (run.method == "ft" or (run.method == "lora"
-                                                          and run.settings == wq_wv))
-    }  # fmt: skip
+    table4 = table4_rows(b, records, TASKS)
     lines = header(
         "LoRA+: B trains faster than A", b, [*table4.values(), *recs.values()],
         "LoRA r = 8 on Wq, Wv (alpha 16) with every lora_B at 4x and 16x the rate of the rest "
@@ -121,20 +109,11 @@ def _sweep_lines(b, records) -> list[str]:
         "Their sweeps (seed 0; A's rate: validation score % / best step; **bold**: chosen):",
         "",
     ]
-    for task in TASKS:
-        for ratio in RATIOS:
-            s = settings_at(ratio)
-            chosen, points = P.choose_rate(b, "lora", task, records, settings=s)
-            cells = [
-                (f"**{lr:g}: {100 * rec['val_score']:.1f} / {rec['best_step']}**"
-                 if lr == chosen else f"{lr:g}: {100 * rec['val_score']:.1f} / {rec['best_step']}")
-                if rec.get("val_score") is not None else f"{lr:g}: diverged"
-                for lr, rec in sorted(points.items())
-            ]  # fmt: skip
-            state = "" if chosen is not None else f" (incomplete: {len(points)} runs so far)"
-            text = "; ".join(cells) or "not yet run"
-            lines.append(f"* {task}, B at {ratio}x: {text}{state}")
-    return lines
+    return lines + [
+        f"* {task}, B at {ratio}x: {sweep_line(b, task, records, settings_at(ratio))}"
+        for task in TASKS
+        for ratio in RATIOS
+    ]
 
 
 __all__ = ["RATIOS", "loraplus", "loraplus_runs", "settings_at"]

@@ -27,7 +27,7 @@ from minilora.paper.bases import lead
 from minilora.paper.budgets import get_budget, records_of
 from minilora.paper.experiments import Run
 from minilora.paper.report import header, mean_sd, write
-from minilora.paper.tables import table4_runs
+from minilora.paper.variants import own_sweep_runs, sweep_line, table4_rows
 
 TASKS = ("sql", "nli")  # in the order they run
 RANK = 8
@@ -45,18 +45,10 @@ def placement_runs(b, records=None, compute=None, tasks=TASKS) -> tuple[list[Run
     ranks = (RANK, LARGER_RANK) if b.name != "quick" else (RANK,)
     sweeps, ready, waiting = [], [], []
     for task in tasks:
-        lr, _ = P.choose_rate(b, "lora", task, records, compute, settings=EVERY_LINEAR)
-        sweeps += P.sweep_runs_missing(b, "lora", task, records, settings=EVERY_LINEAR)
-        for r in ranks:
-            s = settings_at(r)
-            if lr is None:
-                seeds = [x for x in b.seeds if not (x == P.SWEEP_SEED and r == RANK)]
-                waiting += [
-                    P.protocol_run(b, "lora", task, s, x, P.DEFAULT_LR["lora"]) for x in seeds
-                ]
-                continue
-            rate, _ = P.cell_rate(b, "lora", task, s, b.seeds, lr, records)
-            ready += [P.protocol_run(b, "lora", task, s, x, rate) for x in b.seeds]
+        found = own_sweep_runs(b, task, EVERY_LINEAR, [settings_at(r) for r in ranks], records,
+                               compute)  # fmt: skip
+        for into, runs in zip((sweeps, ready, waiting), found):
+            into += runs
     return sweeps + ready, waiting
 
 
@@ -65,12 +57,7 @@ def placement(budget, out_dir: Path, progress: bool = True) -> Path:
     b, out_dir = get_budget(budget), Path(out_dir)
     recs = records_of(placement_runs, "placement", b, out_dir, progress)
     records = P.Records(out_dir / "cache")
-    wq_wv = Run("lora", "sql", P.LORA_SWEPT).settings
-    table4 = {
-        run: rec for run, rec in ((r, records.get(r)) for r in table4_runs(b, records)[0])
-        if rec is not None and rec.get("score") is not None and run.seed in b.main_seeds
-        and (run.method == "ft" or (run.method == "lora" and run.settings == wq_wv))
-    }  # fmt: skip
+    table4 = table4_rows(b, records, TASKS)
     lines = header(
         "LoRA on every Linear (attention and MLP)", b, [*table4.values(), *recs.values()],
         "LoRA on Wq, Wk, Wv, Wo and the MLP's two Linears (alpha 16), its rate chosen by its own "
@@ -122,17 +109,7 @@ def _sweep_lines(b, records) -> list[str]:
         "Its sweeps (seed 0, r = 8; validation score % / best step; **bold**: chosen):",
         "",
     ]
-    for task in TASKS:
-        chosen, points = P.choose_rate(b, "lora", task, records, settings=EVERY_LINEAR)
-        cells = [
-            (f"**{lr:g}: {100 * rec['val_score']:.1f} / {rec['best_step']}**" if lr == chosen
-             else f"{lr:g}: {100 * rec['val_score']:.1f} / {rec['best_step']}")
-            if rec.get("val_score") is not None else f"{lr:g}: diverged"
-            for lr, rec in sorted(points.items())
-        ]  # fmt: skip
-        state = "" if chosen is not None else f" (incomplete: {len(points)} runs so far)"
-        lines.append(f"* {task}: " + ("; ".join(cells) or "not yet run") + state)
-    return lines
+    return lines + [f"* {task}: {sweep_line(b, task, records, EVERY_LINEAR)}" for task in TASKS]
 
 
 __all__ = ["EVERY_LINEAR", "LARGER_RANK", "placement", "placement_runs"]
