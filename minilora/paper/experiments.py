@@ -72,6 +72,7 @@ class Run:
     n_train: int = 4000
     n_eval: int = 200  # questions scored (0: none)
     split: str = "test"  # scored on: "test" for the tables, "val" to choose learning rates
+    # a shipped base's name, or "<checkpoint path>@<digest>" (minilora.paper.user_base)
     base: str = BASE
     # validation loss every eval_every steps and the best checkpoint scored (0: the last step)
     eval_every: int = 0
@@ -136,16 +137,19 @@ def score(model, tokenizer, task: str, examples) -> float:
 
 
 def execute(run: Run, progress: bool = False) -> dict:
-    """Train ``run`` from the base model and measure it: the record to cache."""
+    """Train ``run`` from its base model and measure it: the record to cache.
+
+    ``run.base`` is a shipped base's name or your checkpoint's ``"<path>@<digest>"``
+    (``minilora.paper.user_base``); the task is encoded with that base's own tokenizer."""
     from minilora.lora import count_parameters
     from minilora.paper.baselines import apply_method
+    from minilora.paper.user_base import load_base
     from minilora.work.finetune import finetune_recipe, task_batcher
-    from minilora.work.pretrained import load_pretrained
     from minilora.work.tasks import make_task
     from minilora.work.train import TrainingDiverged, train
 
     started = time.perf_counter()
-    gpt, tokenizer, _ = load_pretrained(run.base)
+    gpt, tokenizer, _ = load_base(run.base)
     task = make_task(run.task, n_train=run.n_train, n_val=N_VAL, n_test=N_TEST, seed=0)
     scored = (task.test if run.split == "test" else task.val)[: run.n_eval]
     model = apply_method(gpt, run.method, dict(run.settings), np.random.default_rng(run.seed))

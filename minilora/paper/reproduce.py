@@ -23,6 +23,8 @@ Training runs are read from the committed records (``minilora/paper/records``)
 and then from ``OUT/cache`` (``minilora.paper.experiments``); only what is missing
 is computed, into the cache. ``--plan`` computes nothing: it lists the runs still
 missing and estimates their CPU time (``plan``).
+``--model DIR`` runs Tables 4, 5 and 6 from your own checkpoint instead of the shipped base,
+with its own tokenizer; its runs go to ``OUT/cache`` only (``minilora.paper.user_base``).
 This module imports nothing heavy at the top: the tables' modules are imported when they run.
 """
 
@@ -91,12 +93,37 @@ def function(name: str):
     return fn
 
 
-def reproduce(names, budget: str = "quick", out_dir=DEFAULT_OUT, progress: bool = True) -> dict:
-    """Make each reproduction; returns {name: path of its Markdown file}."""
+def user_base_of(names, budget, model) -> str | None:
+    """The ``Run.base`` of checkpoint ``model`` (None: the shipped base), checked before any
+    work: only Tables 4, 5 and 6 take one, and it must be able to run their tasks."""
+    if model is None:
+        return None
+    from minilora.paper import budgets, experiments, user_base
+
+    other = [n for n in resolve(names) if n not in user_base.MODEL_TABLES]
+    if other:
+        raise ValueError(
+            f"--model applies to {', '.join(user_base.MODEL_TABLES)}, not to {', '.join(other)}"
+        )
+    base = user_base.name_base(model)
+    b = budgets.get_budget(budget)
+    of = {"table4": budgets.TASKS, "table5": b.tasks5, "table6": b.tasks6}  # their tasks
+    tasks = dict.fromkeys(t for n in resolve(names) for t in of[n])
+    user_base.check_base(base, tasks, (b.n_train, experiments.N_VAL, experiments.N_TEST))
+    return base
+
+
+def reproduce(
+    names, budget: str = "quick", out_dir=DEFAULT_OUT, progress: bool = True, model=None
+) -> dict:
+    """Make each reproduction; returns {name: path of its Markdown file}. ``model``: a
+    checkpoint directory to run Tables 4, 5 and 6 from instead of the shipped base."""
     if budget not in BUDGETS:
         raise ValueError(f"unknown budget {budget!r}; valid budgets: {', '.join(BUDGETS)}")
     names = resolve(names)
     fns = {name: function(name) for name in names}  # fail before any work if one is missing
+    base = user_base_of(names, budget, model)
+    on_base = {} if base is None else {"base": base}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     # the reproductions that read records
@@ -109,11 +136,16 @@ def reproduce(names, budget: str = "quick", out_dir=DEFAULT_OUT, progress: bool 
     def budget_of(name):  # the other reproductions know quick and full only
         return "full" if budget == "full-recorded" and name not in recorded else budget
 
-    return {name: Path(fn(budget_of(name), out_dir, progress)) for name, fn in fns.items()}
+    return {
+        name: Path(fn(budget_of(name), out_dir, progress, **on_base)) for name, fn in fns.items()
+    }
 
 
-def plan(names, budget, cache_dir=None) -> str:
-    """What ``reproduce NAMES --budget BUDGET`` still has to run, and its CPU time."""
+def plan(names, budget, cache_dir=None, model=None) -> str:
+    """What ``reproduce NAMES --budget BUDGET [--model DIR]`` still has to run, and its CPU
+    time (estimated from the records' times, which are the shipped base's)."""
+    from functools import partial
+
     from minilora.paper import (
         appendix_e,
         bases,
@@ -133,6 +165,9 @@ def plan(names, budget, cache_dir=None) -> str:
     run_lists["placement"] = placement.placement_runs
     run_lists["loraplus"] = loraplus.loraplus_runs
     run_lists["converged"] = lambda b, records: (converged.converged_runs(b, records), [])
+    base = user_base_of(names, budget, model)
+    if base is not None:
+        run_lists = {name: partial(tables.RUN_LISTS[name], base=base) for name in tables.RUN_LISTS}
     b = budgets.get_budget(budget)
     records = protocol.Records(cache_dir)
     missing, pending = {}, {}
@@ -168,18 +203,22 @@ def plan(names, budget, cache_dir=None) -> str:
         + f" = {lengths * per_run / 3600:.1f} CPU hours "
         "(one core; two processes use both cores of the 2-core machine)."
     )
+    if base is not None:
+        lines.append("(The time per run is the shipped base's; your base's grows with its size.)")
     return "\n".join(lines)
 
 
 def _handle(args, command) -> int:
     started = time.perf_counter()
     if getattr(args, "plan", False):
-        print(plan(args.names, args.budget, Path(args.out) / "cache"))
+        print(plan(args.names, args.budget, Path(args.out) / "cache", args.model))
         return 0
     from minilora.paper import experiments
 
     experiments.JOBS = args.jobs
-    paths = reproduce(args.names, args.budget, args.out, progress=not args.no_progress)
+    paths = reproduce(
+        args.names, args.budget, args.out, progress=not args.no_progress, model=args.model
+    )
     for name, path in paths.items():
         print(f"{name}: {path}")
     print(f"`{command}` took {time.perf_counter() - started:.0f} s")
@@ -217,7 +256,8 @@ def add_cli(subparsers) -> dict:
         "reproduce",
         help="reproduce the paper's tables and figures at toy scale",
         description="Reproduce tables and figures of the LoRA paper (Hu et al. 2021) on the "
-        "shipped base model. Each writes NAME.md (and a PNG where a picture helps) into --out; "
+        "shipped base model (table4, table5, table6: or from your own checkpoint, --model "
+        "DIR). Each writes NAME.md (and a PNG where a picture helps) into --out; "
         "training runs are read from the committed records, then from OUT/cache, and only what "
         "is missing is computed. "
         f"Names: {', '.join(NAMES)}.",
@@ -240,6 +280,13 @@ def add_cli(subparsers) -> dict:
         help="compute nothing: list the runs still missing and their estimated CPU time",
     )
     p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help=f"default: {DEFAULT_OUT}")
+    p.add_argument(
+        "--model",
+        metavar="DIR",
+        help="table4, table5, table6: run from this checkpoint (saved by minilora pretrain or "
+        "import-hf, its own tokenizer) instead of the shipped base; its runs go to OUT/cache "
+        "only, named by its path and a digest of its weights. Default: the shipped char-small",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument(
         "--jobs",

@@ -24,6 +24,7 @@ rates.
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +32,7 @@ import numpy as np
 from minilora.paper import protocol as P
 from minilora.paper.baselines import METHODS
 from minilora.paper.budgets import TASKS, Budget, get_budget, records_of
-from minilora.paper.experiments import METRICS, Run
+from minilora.paper.experiments import BASE, METRICS, Run
 from minilora.paper.report import header, mean_sd, plot, write
 
 # Table 4's rows: (method, settings); every LoRA row has alpha = 16 (scaling 16 / r)
@@ -65,13 +66,14 @@ PAPER6 = {  # WikiSQL, r = 1, 2, 4, 8, 64
 }
 
 
-def rates(b: Budget, records, tasks=TASKS, methods=None, compute=None) -> dict:
-    """{(method, task): chosen rate, or None while its sweep is incomplete}."""
+def rates(b: Budget, records, tasks=TASKS, methods=None, compute=None, base=BASE) -> dict:
+    """{(method, task): chosen rate, or None while its sweep is incomplete}, on ``base``."""
     methods = methods or list(dict.fromkeys(m for m, _ in TABLE4_ROWS))
-    return {(m, t): P.choose_rate(b, m, t, records, compute)[0] for m in methods for t in tasks}
+    return {(m, t): P.choose_rate(b, m, t, records, compute, base=base)[0]
+            for m in methods for t in tasks}  # fmt: skip
 
 
-def _cells(b: Budget, rows, tasks, seeds_of, lr, records) -> tuple[list[Run], list[Run]]:
+def _cells(b: Budget, rows, tasks, seeds_of, lr, records, base=BASE) -> tuple[list, list]:
     """The runs of (method, settings) x tasks x seeds whose rate is known (the task's, lower
     where the cell blew up at it: ``protocol.cell_rate``), and those waiting for a sweep
     (listed at the default rate, a placeholder, so that plans can count them)."""
@@ -80,22 +82,25 @@ def _cells(b: Budget, rows, tasks, seeds_of, lr, records) -> tuple[list[Run], li
         for task in tasks:
             seeds = seeds_of(m)
             if lr[m, task] is not None:
-                rate, _ = P.cell_rate(b, m, task, s, seeds, lr[m, task], records)
+                rate, _ = P.cell_rate(b, m, task, s, seeds, lr[m, task], records, base)
             for seed in seeds:
                 if lr[m, task] is not None:
-                    ready.append(P.protocol_run(b, m, task, s, seed, rate))
+                    ready.append(P.protocol_run(b, m, task, s, seed, rate, base))
                 elif not (seed == P.SWEEP_SEED and s == P.swept_settings(m)):
                     # (the sweep's own run is counted with the sweep)
-                    waiting.append(P.protocol_run(b, m, task, s, seed, P.DEFAULT_LR[m]))
+                    waiting.append(P.protocol_run(b, m, task, s, seed, P.DEFAULT_LR[m], base))
     return ready, waiting
 
 
-def table4_runs(b: Budget, records=None, compute=None) -> tuple[list[Run], list[Run]]:
-    lr = rates(b, records or P.Records(), compute=compute)
-    sweeps = [r for (m, t) in lr for r in P.sweep_runs_missing(b, m, t, records or P.Records())]
+def table4_runs(b: Budget, records=None, compute=None, base=BASE) -> tuple[list, list]:
+    """(runs whose rate is known, the missing sweep runs first; runs waiting for a sweep),
+    every run from ``base`` (a shipped base's name or ``user_base.name_base``'s)."""
+    records = records or P.Records()
+    lr = rates(b, records, compute=compute, base=base)
+    sweeps = [r for (m, t) in lr for r in P.sweep_runs_missing(b, m, t, records, base)]
     ready, waiting = _cells(
         b, TABLE4_ROWS, TASKS, lambda m: b.main_seeds if m in MAIN_METHODS else b.seeds, lr,
-        records or P.Records(),
+        records, base,
     )  # fmt: skip
     return sweeps + ready, waiting
 
@@ -104,16 +109,24 @@ def _lora_rows(rows):
     return [("lora", {"r": r, "alpha": P.ALPHA, "targets": t}) for t, r in rows]
 
 
-def table5_runs(b: Budget, records=None, compute=None) -> tuple[list[Run], list[Run]]:
-    lr = rates(b, records or P.Records(), b.tasks5, ["lora"], compute)
+def _lora_runs(b: Budget, records, compute, base, rows, tasks) -> tuple[list, list]:
+    """Table 5's or 6's LoRA ``rows`` on ``tasks``: the missing sweep runs of LoRA's rate
+    first (as ``table4_runs``; none once the sweeps are recorded), then the cells."""
+    records = records or P.Records()
+    lr = rates(b, records, tasks, ["lora"], compute, base)
+    sweeps = [r for t in tasks for r in P.sweep_runs_missing(b, "lora", t, records, base)]
+    ready, waiting = _cells(b, rows, tasks, lambda m: b.seeds, lr, records, base)
+    return sweeps + ready, waiting
+
+
+def table5_runs(b: Budget, records=None, compute=None, base=BASE) -> tuple[list, list]:
     rows = _lora_rows(TABLE5_ROWS[: b.table5_rows])
-    return _cells(b, rows, b.tasks5, lambda m: b.seeds, lr, records or P.Records())
+    return _lora_runs(b, records, compute, base, rows, b.tasks5)
 
 
-def table6_runs(b: Budget, records=None, compute=None) -> tuple[list[Run], list[Run]]:
-    lr = rates(b, records or P.Records(), b.tasks6, ["lora"], compute)
+def table6_runs(b: Budget, records=None, compute=None, base=BASE) -> tuple[list, list]:
     rows = _lora_rows([(t, r) for t in TABLE6_TARGETS for r in b.ranks])
-    return _cells(b, rows, b.tasks6, lambda m: b.seeds, lr, records or P.Records())
+    return _lora_runs(b, records, compute, base, rows, b.tasks6)
 
 
 RUN_LISTS = {"table4": table4_runs, "table5": table5_runs, "table6": table6_runs}
@@ -130,11 +143,12 @@ def _cell(index, method, settings, task, seeds) -> list:
     return [index[k] for seed in seeds if (k := (method, key, task, seed)) in index]
 
 
-def _blown_note(b, task, targets, r, settings, blown, rate, records) -> str:
+def _blown_note(b, task, targets, r, settings, blown, rate, records, base=BASE) -> str:
     """One line on a cell that blew up: its seeds' scores at each rate that did."""
     parts = []
     for lr in blown:
-        recs = [records.get(P.protocol_run(b, "lora", task, settings, s, lr)) for s in b.seeds]
+        runs = [P.protocol_run(b, "lora", task, settings, s, lr, base) for s in b.seeds]
+        recs = [records.get(run) for run in runs]
         recs = [rec for rec in recs if rec is not None]
         n = sum(P.blew_up(rec) for rec in recs)
         parts.append(
@@ -144,14 +158,24 @@ def _blown_note(b, task, targets, r, settings, blown, rate, records) -> str:
     return f"{task}, W{', W'.join(targets)}, r = {r}: {'; '.join(parts)}; run at lr {rate:g}."
 
 
-def table4(budget: str, out_dir: Path, progress: bool = True) -> Path:
-    """Every method on both tasks (the paper's Table 4, and Figure 2's picture)."""
+def _header(title, b, recs: dict, what: str, base: str) -> list[str]:
+    """``report.header``, naming ``base`` where it is not the shipped default, and describing
+    your checkpoint (``user_base.describe``)."""
+    from minilora.paper import user_base
+
+    if base == BASE:
+        return header(title, b, list(recs.values()), what)
+    lines = header(title, b, list(recs.values()), what, base=user_base.title(base))
+    return lines + user_base.describe(base)
+
+
+def table4(budget: str, out_dir: Path, progress: bool = True, base: str = BASE) -> Path:
+    """Every method on both tasks (the paper's Table 4, and Figure 2's picture), from ``base``
+    (default: the shipped char-small; ``reproduce --model DIR``: your checkpoint)."""
     b, out_dir = get_budget(budget), Path(out_dir)
-    recs = records_of(table4_runs, "table4", b, out_dir, progress)
+    recs = records_of(partial(table4_runs, base=base), "table4", b, out_dir, progress)
     index = _index(recs)
-    lines = header(
-        "Table 4 (LoRA section 5.4)", b, list(recs.values()), "Every method on both tasks."
-    )
+    lines = _header("Table 4 (LoRA section 5.4)", b, recs, "Every method on both tasks.", base)
     lines += [
         f"Mean ± standard deviation over seeds {list(b.seeds)} ({list(b.main_seeds)} for FT "
         "and LoRA r = 8). Paper: GPT-3 175B, WikiSQL / MNLI-m.",
@@ -220,15 +244,15 @@ def _tag(targets) -> str:
     return "".join(targets)
 
 
-def table5(budget: str, out_dir: Path, progress: bool = True) -> Path:
+def table5(budget: str, out_dir: Path, progress: bool = True, base: str = BASE) -> Path:
     """One parameter budget spent on different weight types (the paper's Table 5)."""
     b, out_dir = get_budget(budget), Path(out_dir)
-    recs = records_of(table5_runs, "table5", b, out_dir, progress)
+    recs = records_of(partial(table5_runs, base=base), "table5", b, out_dir, progress)
     index = _index(recs)
-    lines = header(
-        "Table 5 (LoRA section 7.1)", b, list(recs.values()),
+    lines = _header(
+        "Table 5 (LoRA section 7.1)", b, recs,
         f"LoRA with the same number of trainable parameters on different attention weights, "
-        f"alpha = {P.ALPHA:g}.",
+        f"alpha = {P.ALPHA:g}.", base,
     )  # fmt: skip
     lines += [
         f"Mean ± standard deviation over seeds {list(b.seeds)}. Paper: GPT-3 175B, 18M "
@@ -246,7 +270,7 @@ def table5(budget: str, out_dir: Path, progress: bool = True) -> Path:
             f"| W{', W'.join(t)} | {r} | {first['trainable']:,} | "
             + " | ".join(
                 mean_sd([x["score"] for x in cells[task]])
-                + P.cell_mark(b, "lora", task, s, b.seeds, records)
+                + P.cell_mark(b, "lora", task, s, b.seeds, records, base)
                 for task in b.tasks5
             )
             + f" | {paper[0]} / {paper[1]} |"
@@ -256,15 +280,15 @@ def table5(budget: str, out_dir: Path, progress: bool = True) -> Path:
     return write(out_dir / "table5.md", lines)
 
 
-def table6(budget: str, out_dir: Path, progress: bool = True) -> Path:
+def table6(budget: str, out_dir: Path, progress: bool = True, base: str = BASE) -> Path:
     """LoRA's rank r (the paper's Table 6), with a plot of score against r."""
     b, out_dir = get_budget(budget), Path(out_dir)
-    recs = records_of(table6_runs, "table6", b, out_dir, progress)
+    recs = records_of(partial(table6_runs, base=base), "table6", b, out_dir, progress)
     index = _index(recs)
-    lines = header(
-        "Table 6 (LoRA section 7.2)", b, list(recs.values()),
+    lines = _header(
+        "Table 6 (LoRA section 7.2)", b, recs,
         f"LoRA at several ranks r, alpha = {TABLE6_ALPHA:g} at every rank (the paper's rule: "
-        f"scaling {TABLE6_ALPHA:g}/r).",
+        f"scaling {TABLE6_ALPHA:g}/r).", base,
     )  # fmt: skip
     lines += [
         f"Mean ± standard deviation over seeds {list(b.seeds)}; task(s): {', '.join(b.tasks6)}. "
@@ -275,7 +299,7 @@ def table6(budget: str, out_dir: Path, progress: bool = True) -> Path:
     ]
     series, notes = {}, []
     records = P.Records(out_dir / "cache")
-    lr = rates(b, records, b.tasks6, ["lora"])
+    lr = rates(b, records, b.tasks6, ["lora"], base=base)
     for task in b.tasks6:
         for t in TABLE6_TARGETS:
             settings = {r: {"r": r, "alpha": P.ALPHA, "targets": t} for r in b.ranks}
@@ -283,10 +307,12 @@ def table6(budget: str, out_dir: Path, progress: bool = True) -> Path:
             text = {r: mean_sd([x["score"] for x in row[r]]) for r in b.ranks}
             for r in b.ranks if lr["lora", task] is not None else ():
                 rate, blown = P.cell_rate(b, "lora", task, settings[r], b.seeds, lr["lora", task],
-                                          records)  # fmt: skip
+                                          records, base)  # fmt: skip
                 if blown:  # the mark, and the runs that blew up
                     text[r] += f" (lr {rate:g})"
-                    notes.append(_blown_note(b, task, t, r, settings[r], blown, rate, records))
+                    notes.append(
+                        _blown_note(b, task, t, r, settings[r], blown, rate, records, base)
+                    )
             paper = " / ".join(map(str, PAPER6[_tag(t)])) if task == "sql" else "—"
             lines.append(
                 f"| {task} | W{', W'.join(t)} | "
