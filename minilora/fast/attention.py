@@ -8,13 +8,15 @@ computes the same products as one op, with its backward written out (the formula
   chunk's scores are computed only up to the last key any of its rows may see. Under a
   causal mask, half of each (T, S) square is hidden: its probabilities are exactly 0 (exp of
   the lowest float), so they need no product and no pass. Only the columns where hidden and
-  visible keys mix are masked.
+  visible keys mix are masked. The chunks run a few (T, S) matrices at a time (slabs along
+  the first batch dimension, ``sums.row_blocks``), so that each pass stays in the cache.
 * **P is kept unnormalised.** The chunk keeps E = exp(S - max) and the row sums l; the output
   is (E V) / l, a pass over (T, D) instead of over (T, S).
 * **The backward's row sum is taken over the output**: rowsum(dP * P) = rowsum(G * out)
   (out = P V), a pass over (T, D); with G' = G / l the softmax's backward is
   dS = E (G' V^T - rowsum(G' * out)), two passes over the chunk.
-* **1 / sqrt(D) scales Q**, a (T, D) array, instead of the scores.
+* **1 / sqrt(D) scales Q**, a (T, D) array, instead of the scores (and dQ, dK after the
+  products).
 
 The products and sums run in another order than the formula's, so the twin equals it to a
 few ulps of the largest term (tests/test_fast_paths.py). The output and the gradients are
@@ -88,7 +90,7 @@ def attention(
     chunks = row_chunks(hidden, T, S, xp)
     hidden = xp.broadcast_to(hidden, (*lead, T, S))
     width = chunks[-1][3]  # no query sees a key past this one
-    qs = q.data * scale  # Q / sqrt(D): the scores come out scaled
+    qs = q.data * scale  # Q / sqrt(D): the scores come out scaled (not kept for backward)
     keep = None
     if training and dropout_p > 0.0:  # the formula's mask, all of it (the same draws)
         keep = dropout_mask((*lead, T, S), dropout_p, q.dtype, q.device)
@@ -121,11 +123,11 @@ def attention(
                 grad[..., width:, :] = 0.0  # keys that no query sees
         for at in slabs:
             ds_all = xp.empty_like(e_all[at])  # dS, chunk by chunk as E
-            e_at, g_at, ks, vs, qs_at = e_all[at], g_l[at], k.data[at], v.data[at], qs[at]
+            e_at, g_at, qa, ka, va = e_all[at], g_l[at], q.data[at], k.data[at], v.data[at]
             for r0, r1, _, c1, dead in chunks:  # dS = P (dP - rowsum(dP P)), dP = G V^T M
                 rows, keys = slice(r0, r1), slice(0, c1)
                 ds = ds_all[..., rows, keys]
-                xp.matmul(g_at[..., rows, :], vs[..., keys, :].swapaxes(-1, -2), out=ds)
+                xp.matmul(g_at[..., rows, :], va[..., keys, :].swapaxes(-1, -2), out=ds)
                 if keep is not None:
                     ds *= keep[at][..., rows, keys]
                 ds -= delta[at][..., rows, :]
@@ -133,13 +135,13 @@ def attention(
                 if dead:  # a hidden score is a constant: its gradient is 0 (in padding)
                     xp.copyto(ds, 0.0, where=hidden[at][..., rows, keys])
                 if gq is not None:  # dQ = dS K / sqrt(D)
-                    xp.multiply(mm(ds, ks[..., keys, :]), scale, out=gq[at][..., rows, :])
+                    xp.multiply(mm(ds, ka[..., keys, :]), scale, out=gq[at][..., rows, :])
             start = 0
             for r0, _, _, c1, _ in chunks:  # keys start..c1 are seen by the rows r0.. only
                 rows, keys = slice(r0, None), slice(start, c1)
                 if gk is not None:  # dK = dS^T Q / sqrt(D)
                     ds = ds_all[..., rows, keys].swapaxes(-1, -2)
-                    gk[at][..., keys, :] = mm(ds, qs_at[..., rows, :])
+                    xp.multiply(mm(ds, qa[..., rows, :]), scale, out=gk[at][..., keys, :])
                 if gv is not None:  # dV = (P M)^T G = (E M)^T G'
                     used = e_at[..., rows, keys]
                     used = used if keep is None else used * keep[at][..., rows, keys]
