@@ -35,10 +35,12 @@ from minilora.fast import norms, sums
 
 @pytest.fixture(autouse=True, scope="module")
 def many_blocks():
-    """Blocks of at most 5 numbers, so that small shapes run the twins over many blocks."""
-    saved, sums.BLOCK_ELEMENTS = sums.BLOCK_ELEMENTS, 5
+    """Blocks of at most 5 numbers and chunks of one query row, so that small shapes run the
+    twins over many blocks and attention's corner skipping over many chunks."""
+    saved = sums.BLOCK_ELEMENTS, fast_attention.ROWS_PER_CHUNK
+    sums.BLOCK_ELEMENTS, fast_attention.ROWS_PER_CHUNK = 5, 1
     yield
-    sums.BLOCK_ELEMENTS = saved
+    sums.BLOCK_ELEMENTS, fast_attention.ROWS_PER_CHUNK = saved
 
 
 @pytest.mark.parametrize(("rows", "row_size"), [(0, 4), (1, 1), (7, 1), (10, 3), (33, 2)])
@@ -192,24 +194,35 @@ def test_sum_last_and_sum_rows_equal_numpy_sums(shape, dtype, data):
     assert_close(sums.sum_last(a, scale, w), expected, dtype, largest(terms))
     rows = a.reshape(math.prod(shape[:-1]), shape[-1])
     assert_close(sums.sum_rows(rows), rows.sum(axis=0), dtype, largest(np.abs(rows).sum(axis=0)))
+    squares = sums.sum_squares(rows, scale)  # layer norm's variance: no a * a array
+    assert squares.shape == (rows.shape[0], 1) and squares.dtype == a.dtype
+    expected = (rows * rows).sum(axis=-1, keepdims=True) * np.asarray(scale, dtype)
+    assert_close(squares, expected, dtype, largest((rows.astype(np.float64) ** 2).sum(-1) * scale))
 
 
 # ---- attention -------------------------------------------------------------------------------
 @st.composite
 def attention_cases(draw):
     """q (..., T, D), k and v (..., S, D), a hidden mask (T, S) or (..., T, S): causal with
-    S - T cached keys, random (fully hidden rows included: padding), or none."""
+    S - T cached keys, causal with left padding (the first keys hidden from every query;
+    where they cover all a query may see, a fully hidden row), random (fully hidden rows
+    included), or none."""
     lead = draw(shapes(0, 2, max_side=3))
     T, extra, D = draw(st.integers(1, 4)), draw(st.integers(0, 3)), draw(st.integers(1, 4))
     S = T + extra
     q = draw(arrays((*lead, T, D)))
     k, v = draw(arrays((*lead, S, D))), draw(arrays((*lead, S, D)))
-    kind = draw(st.sampled_from(["causal", "random", "none"]))
+    kind = draw(st.sampled_from(["causal", "padding", "random", "none"]))
     mask_shape = draw(st.sampled_from([(T, S), (*lead, T, S)]))
+    rng = np.random.default_rng(draw(SEEDS))
+    causal = np.triu(np.ones((T, S), dtype=bool), k=S - T + 1)
     if kind == "causal":
-        hidden = np.broadcast_to(np.triu(np.ones((T, S), dtype=bool), k=S - T + 1), mask_shape)
+        hidden = np.broadcast_to(causal, mask_shape)
+    elif kind == "padding":  # pad[...] keys hidden at the start, per matrix of the mask
+        pad = rng.integers(0, S + 1, mask_shape[:-2])[..., None, None]
+        hidden = causal | (np.arange(S) < pad)
     elif kind == "random":
-        hidden = np.random.default_rng(draw(SEEDS)).random(mask_shape) < 0.5
+        hidden = rng.random(mask_shape) < 0.5
     else:
         hidden = np.zeros(mask_shape, dtype=bool)
     return q, k, v, np.ascontiguousarray(hidden)
@@ -227,6 +240,7 @@ def np_probs(q, k, hidden):
     return e / e.sum(-1, keepdims=True)
 
 
+@pytest.mark.parametrize("rows_per_chunk", [1, 2])
 @given(
     case=attention_cases(),
     dropout_p=st.sampled_from([0.0, 0.3]),
@@ -234,25 +248,33 @@ def np_probs(q, k, hidden):
     dtype=DTYPES,
     seed=SEEDS,
 )
-def test_attention_fast_matches_plain(case, dropout_p, requires_grad, dtype, seed, device):
-    """P's row sums are a product with a vector of ones in the fast version (sums.sum_last),
-    so everything is compared to the largest term (dropout too: one seed, one mask M). The
-    forward P M V: terms P |V| / (1 - p); dV = (P M)^T G: terms P^T |G| / (1 - p).
-    dQ = dS K / sqrt(D) and dK = dS^T Q / sqrt(D): the fast version also scales dS before
-    the product. dS = P (dP - rowsum(dP P)), dP = (G V^T) M, so the terms are
-    |dS| <= P (|G| |V|^T + rowsum(|G| |V|^T P)) / (1 - p), then |dS| |K| / sqrt(D)."""
+def test_attention_fast_matches_plain(
+    rows_per_chunk, case, dropout_p, requires_grad, dtype, seed, device
+):
+    """The fast version scales Q by 1 / sqrt(D) before the product, sums P's rows as a
+    product with a vector of ones (sums.sum_last), normalises P V instead of P, takes
+    rowsum(dP P) as rowsum(G out) and skips the hidden corner chunk by chunk (of 1 or 2
+    query rows here), so everything is compared to the largest term (dropout too: one
+    seed, one mask M). The forward P M V: terms P |V| / (1 - p); dV = (P M)^T G: terms
+    P^T |G| / (1 - p). dS = P (dP - rowsum(dP P)), dP = (G V^T) M, so the terms are
+    |dS| <= P (|G| |V|^T + rowsum(|G| |V|^T P)) / (1 - p), then |dS| |K| / sqrt(D) for
+    dQ = dS K / sqrt(D) and dK = dS^T Q / sqrt(D)."""
     q, k, v, hidden = case
     mask = on(device, hidden)
-    (out_p, grads_p), (out_f, grads_f), g = both(
-        attention_of(F.attention.plain, mask, dropout_p),
-        attention_of(fast_attention.attention, mask, dropout_p),
-        [q, k, v],
-        dtype,
-        device,
-        np.random.default_rng(seed),
-        requires_grad,
-        seed,
-    )
+    saved, fast_attention.ROWS_PER_CHUNK = fast_attention.ROWS_PER_CHUNK, rows_per_chunk
+    try:
+        (out_p, grads_p), (out_f, grads_f), g = both(
+            attention_of(F.attention.plain, mask, dropout_p),
+            attention_of(fast_attention.attention, mask, dropout_p),
+            [q, k, v],
+            dtype,
+            device,
+            np.random.default_rng(seed),
+            requires_grad,
+            seed,
+        )
+    finally:
+        fast_attention.ROWS_PER_CHUNK = saved
     for gf, gp, r in zip(grads_f, grads_p, requires_grad):
         assert (gf is None) == (gp is None) == (not r)
     q64, k64, v64 = (a.astype(dtype).astype(np.float64) for a in (q, k, v))
@@ -267,6 +289,69 @@ def test_attention_fast_matches_plain(case, dropout_p, requires_grad, dtype, see
         assert_close(grads_f[0], grads_p[0], dtype, largest(dS @ np.abs(k64)))
     if requires_grad[1]:
         assert_close(grads_f[1], grads_p[1], dtype, largest(np.swapaxes(dS, -1, -2) @ np.abs(q64)))
+
+
+@pytest.mark.parametrize("rows_per_chunk", [1, 2, 3])
+@given(case=attention_cases())
+def test_row_chunks_cover_the_rows_and_skip_only_hidden_keys(rows_per_chunk, case):
+    """Each chunk (r0, r1, c0, c1, dead): the chunks cover the query rows once, in order; c1
+    grows; keys from c1 on are hidden from every row of the chunk in every matrix, keys
+    before c0 from none; a chunk with a fully hidden row (in some matrix) is ``dead`` and
+    reaches every key, as the formula's uniform weights do."""
+    q, k, _, hidden = case
+    T, S = q.shape[-2], k.shape[-2]
+    saved, fast_attention.ROWS_PER_CHUNK = fast_attention.ROWS_PER_CHUNK, rows_per_chunk
+    try:
+        chunks = fast_attention.row_chunks(hidden, T, S)
+    finally:
+        fast_attention.ROWS_PER_CHUNK = saved
+    assert [r for r0, r1, *_ in chunks for r in range(r0, r1)] == list(range(T))
+    assert all(a[3] < b[3] for a, b in zip(chunks, chunks[1:]))
+    h = np.broadcast_to(hidden, (*hidden.shape[:-2], T, S)).reshape(-1, T, S)
+    for r0, r1, c0, c1, dead in chunks:
+        rows = h[:, r0:r1]
+        assert 0 <= c0 <= c1 <= S and c1 >= 1
+        assert dead == bool(rows.all(axis=-1).any())
+        assert rows[..., c1:].all() and not rows[..., :c0].any()
+        if dead:
+            assert c1 == S
+
+
+def test_attention_on_heads_of_a_model_in_chunks():
+    """The model's heads are transposed views of its (B, T, H, D) projections: the fast
+    version takes them without a copy and lays its output and gradients out as they are
+    (so joining the heads again is a view), and, in chunks of 16 query rows under a causal
+    mask with 2 cached keys, equals the formula (float32, to TOL of the largest term)."""
+    B, T, S, H, D = 2, 40, 42, 3, 8
+    rng = np.random.default_rng(5)
+
+    def heads(n):
+        return rng.uniform(-2, 2, (B, n, H, D)).astype(np.float32).transpose(0, 2, 1, 3)
+
+    q, k, v = heads(T), heads(S), heads(S)
+    g = rng.standard_normal((B, H, T, D)).astype(np.float32)
+    hidden = F.causal_mask(T, S)
+    results = {}
+    saved, fast_attention.ROWS_PER_CHUNK = fast_attention.ROWS_PER_CHUNK, 16
+    try:
+        assert len(fast_attention.row_chunks(hidden, T, S)) == 3
+        for name, version in (("plain", F.attention.plain), ("fast", fast_attention.attention)):
+            leaves = [ml.tensor(a, requires_grad=True) for a in (q, k, v)]
+            out = version(*leaves, hidden)
+            out.backward(g)
+            results[name] = (out.data, *(t.grad for t in leaves))
+    finally:
+        fast_attention.ROWS_PER_CHUNK = saved
+    q64, k64, v64, g64 = (np.abs(a.astype(np.float64)) for a in (q, k, v, g))
+    P = np_probs(q.astype(np.float64), k.astype(np.float64), hidden)
+    dP = g64 @ np.swapaxes(v64, -1, -2)
+    dS = P * (dP + (dP * P).sum(-1, keepdims=True)) / math.sqrt(D)
+    terms = (P @ v64, dS @ k64, np.swapaxes(dS, -1, -2) @ q64, np.swapaxes(P, -1, -2) @ g64)
+    for plain, fast, term in zip(results["plain"], results["fast"], terms):
+        assert_close(fast, plain, np.float32, largest(term))
+    out, gq, gk, gv = results["fast"]
+    for array in (out, gq, gk, gv):  # (B, H, n, D) views of (B, n, H, D) arrays
+        assert array.swapaxes(1, 2).flags.c_contiguous
 
 
 @given(case=attention_cases(), dropout_p=st.sampled_from([0.0, 0.3]), seed=SEEDS)

@@ -274,9 +274,9 @@ def test_attention_with_left_padding_per_row_equals_attention_over_the_real_keys
     """A (B, 1, 1, S) mask hides row b's first pad[b] keys (left padding, on the key axis),
     or'ed with the causal mask: row b's real queries get what attention over its real keys
     alone gives (the NumPy reference on the unpadded slice, causal mask only). B H = 320
-    (T, S) matrices, so the fast path's softmax runs in two blocks of matrices, each of
-    which must take its own rows of the mask. Kills tools/mutants.py's
-    ``attention_fast_mask_first_block`` (the first block's mask rows used for every block)."""
+    (T, S) matrices, so the fast path runs them in two slabs of batch rows, each of which
+    must take its own rows of the mask. Kills tools/mutants.py's
+    ``attention_fast_mask_first_slab`` (the first slab's mask rows used for every slab)."""
     import minilora as ml
 
     B, H, T, D = 4, 80, 16, 4

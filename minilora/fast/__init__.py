@@ -15,7 +15,7 @@ op of the core             twin                        what it saves
 =========================  ==========================  =========================================
 functional.layer_norm      norms.layer_norm            passes over x; keeps mean and rstd only
 functional.gelu            norms.gelu                  temporaries; keeps x only
-functional.attention       attention.attention         one op instead of five; P in place
+functional.attention       attention.attention         one op; skips the hidden corner
 lora.LoRALinear.forward    lora.forward                one op; keeps A z (N x r) only
 =========================  ==========================  =========================================
 """

@@ -17,6 +17,8 @@ from minilora.lora import LoRALinear
 from minilora.ops import mm
 from minilora.tensor import Tensor, make_result
 
+from .sums import sum_rows
+
 
 def forward(layer: LoRALinear, x: Tensor) -> Tensor:
     """``LoRALinear.forward`` with the adapter's sum as one op (``lora_linear``)."""
@@ -52,7 +54,8 @@ def lora_linear(
 
     While B = 0, G B = 0 and so dL/dA = 0: at the first step only B moves. As one
     op it keeps just Z A^T (N x r) for backward, instead of three (N x d_out)
-    intermediates, and it is bit-for-bit the same arithmetic as the layers composed.
+    intermediates; its forward is bit-for-bit the same arithmetic as the layers composed
+    (dL/db, the sum of G's rows, is a product with a vector of ones: sums.sum_rows).
     """
     x, weight = operands(x, weight, "lora_linear")
     for t in (bias, lora_A, lora_B):
@@ -93,11 +96,13 @@ def lora_linear(
             through_adapter *= scaling
             if keep is not None:
                 through_adapter *= keep
-            g_x = (mm(rows, weight.data) + through_adapter).reshape(x.shape)
+            g_x = mm(rows, weight.data)
+            g_x += through_adapter  # in place: the same sum, one (N x d_in) array less
+            g_x = g_x.reshape(x.shape)
         grads = (g_x, g_w, g_a, g_b)
         if bias is None:
             return grads
-        return (*grads, rows.sum(axis=0) if bias.requires_grad else None)
+        return (*grads, sum_rows(rows) if bias.requires_grad else None)
 
     return make_result(out, parents, backward, "lora_linear")
     # END ANSWER: lora_forward

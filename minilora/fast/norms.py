@@ -14,7 +14,7 @@ from minilora.functional import gelu as plain_gelu
 from minilora.functional import layer_norm as plain_layer_norm
 from minilora.tensor import Tensor, make_result
 
-from .sums import as_rows, row_blocks, sum_last, sum_rows
+from .sums import as_rows, row_blocks, sum_last, sum_rows, sum_squares
 
 
 def layer_norm(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float = 1e-5) -> Tensor:
@@ -31,47 +31,45 @@ def layer_norm(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float
     xp = backend.get_array_module(x.data)
     xs = as_rows(x.data)
     rows, n = xs.shape
+    w = None if weight is None else weight.data
     out = xp.empty_like(xs)
-    mean = xp.empty((rows, 1), dtype=xs.dtype)
-    rstd = xp.empty((rows, 1), dtype=xs.dtype)
+    mean = sum_last(xs, 1.0 / n)  # (rows, 1), one matrix-vector product
+    rstd = xp.empty_like(mean)
     blocks = row_blocks(rows, n, xp)
-
-    def normalised(i, j):  # xhat of rows i..j: the same bits in the forward and the backward
-        xhat = xs[i:j] - mean[i:j]
-        xhat *= rstd[i:j]
-        return xhat
-
-    for i, j in blocks:
-        mean[i:j] = sum_last(xs[i:j], 1.0 / n)
-        xhat = xs[i:j] - mean[i:j]  # centred
-        rstd[i:j] = 1.0 / xp.sqrt(sum_last(xhat * xhat, 1.0 / n) + eps)
-        xhat *= rstd[i:j]  # the same operations as normalised(i, j)
-        if weight is not None:
-            xp.multiply(xhat, weight.data, out=out[i:j])
-        else:
-            out[i:j] = xhat
+    for i, j in blocks:  # xhat, then xhat w + b, built in out a block of rows at a time
+        block = out[i:j]
+        xp.subtract(xs[i:j], mean[i:j], out=block)  # centred
+        rstd[i:j] = 1.0 / xp.sqrt(sum_squares(block, 1.0 / n) + eps)
+        block *= rstd[i:j]  # xhat, the same operations as the backward's
+        if w is not None:
+            block *= w
         if bias is not None:
-            out[i:j] += bias.data
+            block += bias.data
     parents = tuple(t for t in (x, weight, bias) if t is not None)
 
     def backward(g):
         g = as_rows(g)
         gx = xp.empty_like(xs) if x.requires_grad else None
         want_w = weight is not None and weight.requires_grad
-        w = None if weight is None else weight.data
         gw = 0.0
+        xhat, g_xhat = (xp.empty_like(xs[: blocks[0][1]]) for _ in range(2))  # scratch
         for i, j in blocks:
-            xhat = normalised(i, j)
-            g_xhat = g[i:j] * xhat
+            xh, gxh, gi = xhat[: j - i], g_xhat[: j - i], g[i:j]
+            xp.subtract(xs[i:j], mean[i:j], out=xh)  # xhat: the same bits as the forward's
+            xh *= rstd[i:j]
+            xp.multiply(gi, xh, out=gxh)
             if want_w:
-                gw = gw + sum_rows(g_xhat)
+                gw = gw + sum_rows(gxh)
             if gx is None:
                 continue
-            gxhat = g[i:j] if w is None else g[i:j] * w  # G = dL/dxhat = g w
-            block = gx[i:j]  # mean(G xhat) = mean(g xhat w), a product with w:
-            xp.multiply(xhat, sum_last(g_xhat, 1.0 / n, w), out=block)
-            xp.subtract(gxhat, block, out=block)  # G - xhat mean(G xhat)
-            block -= sum_last(g[i:j], 1.0 / n, w)  # mean(G)
+            block = gx[i:j]  # G - xhat mean(G xhat) - mean(G), G = dL/dxhat = g w
+            if w is None:
+                block[...] = gi
+            else:
+                xp.multiply(gi, w, out=block)
+            xh *= sum_last(gxh, 1.0 / n, w)  # mean(G xhat) = mean(g xhat w), a product with w
+            block -= xh
+            block -= sum_last(gi, 1.0 / n, w)  # mean(G)
             block *= rstd[i:j]
         grads = [gx.reshape(x.shape) if gx is not None else None]
         if weight is not None:
