@@ -18,7 +18,7 @@ premise and hypothesis the NLI task compares (who is where, doing what).
   a category column and two numeric columns; the first four are
   ``mixed_words.RELATIONS``), the question templates ``QUESTIONS``, the filter
   phrases ``FILTERS``, ``AGG_WORDS``; and the parts of made-up words
-  (``SYLLABLES``, ``ENDINGS``) that name the made-up tables of
+  (``ONSETS``, ``VOWELS``, ``CODAS``) that name the made-up tables of
   ``tasklang_corpus.made_up_table``, none of them one of ``TASK_WORDS``.
 * NLI: ``BEINGS``, ``SPOTS``, the activities by kind ``DOINGS`` (``still`` and
   ``moving``: an activity of one kind contradicts one of the other, as resting
@@ -40,18 +40,19 @@ from minilora.work import mixed_words, task_words
 __all__ = [
     "AGG_WORDS",
     "BEINGS",
+    "CODAS",
     "DOINGS",
-    "ENDINGS",
     "FILTERS",
     "HYPOTHESES",
+    "ONSETS",
     "PREMISE_BOTH",
     "PREMISE_DOING",
     "PREMISE_SPOT",
     "QUESTIONS",
     "SPOTS",
-    "SYLLABLES",
     "TABLES",
     "TASK_WORDS",
+    "VOWELS",
     "Table",
     "content_words",
 ]
@@ -97,14 +98,17 @@ def _from_mixed(r: mixed_words.Relation) -> Table:
     return Table(r.name, r.one, r.key, r.keys, r.group, r.groups, r.numerics, words)
 
 
-# Made-up words: two or three syllables and an ending ("" twice as likely). Never one of
-# TASK_WORDS, the tasks' content words, which tasklang_corpus.made_up_word skips.
-SYLLABLES = _alts(
-    "ba|be|bo|bu|da|de|di|do|fa|fe|fi|ga|go|gu|ka|ke|ki|ko|la|le|li|lo|lu|ma|me|"
-    "mi|mo|na|ne|ni|no|pa|pe|pi|po|ra|re|ri|ro|ru|sa|se|si|so|ta|te|ti|to|tu|va|"
-    "ve|vi|vo|za|zi|zo"
+# Made-up words that read like English: one to three syllables, each an onset (or none), a
+# vowel sound and a coda (or none). Never one of TASK_WORDS, the tasks' content words, which
+# tasklang_corpus.made_up_word skips.
+ONSETS = ("",) + _alts(
+    "b|bl|br|c|ch|cl|cr|d|dr|f|fl|fr|g|gl|gr|h|j|k|l|m|n|p|ph|pl|pr|qu|r|s|sc|sh|sk|sl|sm|sn|"
+    "sp|st|str|sw|t|th|tr|v|w|wh|wr|y|z"
 )
-ENDINGS = ("", "", "n", "r", "s", "l", "k", "t", "m")
+VOWELS = _alts("a|e|i|o|u|ai|ea|ee|ie|oa|oo|ou|ay|ey|oy")
+CODAS = ("", "") + _alts(
+    "b|ck|d|ff|g|k|l|ld|ll|lt|m|mp|n|nd|ng|nk|nt|p|r|rd|rk|rm|rn|rt|s|sh|ss|st|t|tch|th|x"
+)
 
 
 def _task_words() -> frozenset[str]:
