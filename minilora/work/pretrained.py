@@ -23,6 +23,31 @@ time and the losses.
   manipulation check (``minilora.paper.manipulation``); this base is the one
   meant to pass it. ``pretrain_command`` gives its command, the same recipe.
 
+Trials of the third base's corpus before it is made (2026-12-07, a shared
+2-core AMD EPYC CPU; ``manipulation.check`` on each checkpoint directory). The
+loss on the tasks' test answers, nats per character; a base passes at most
+half the character-frequency model's, 3.50 (sql) and 2.44 (nli):
+
+=============================================  =====  =========  =========
+corpus (``--corpus``)                          steps  sql        nli
+=============================================  =====  =========  =========
+mixed                                          500    2.22 no    3.37 no
+mixed: char-small-mixed (the committed check)  3000   2.81 no    4.13 no
+tasklang with its ten fixed tables only        500    1.59 yes   0.17 yes
+tasklang, half the SQL on consonant-vowel      500    1.50 yes   0.17 yes
+made-up words                                  1500   1.82 no    0.10 yes
+tasklang as it is                              1500   1.46 yes   0.10 yes
+tasklang as it is: ``pretrain_command``        3000   1.56 yes   0.10 yes
+=============================================  =====  =========  =========
+
+The last row is the recipe itself (1,369 s on that busy CPU; validation loss
+0.987 on its own corpus). Its sql loss rose from 1,500 to 3,000 steps (on the
+characters of the answers' words, which it never saw, from 3.0 to 3.2 nats).
+It writes the queries' structure but has not learnt to copy a word from the
+question: on a word the question holds its loss is about what it is on one
+the question does not hold (3.11 against 3.33 on the sql test answers, 2.24
+against 2.18 on its own corpus's made-up tables).
+
 Validation losses in nats per character (``corpus_losses`` and ``text_loss``,
 every window, no sampling; 2026-11-30, AMD EPYC, 2 cores, CPU, Python 3.11.7):
 

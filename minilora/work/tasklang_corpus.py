@@ -38,8 +38,8 @@ tasks' words, the longer it trains: on the characters of the SQL test answers'
 words, char-small-mixed's loss is 5.5 nats per character, and 4.0 for the
 same recipe on its corpus stopped at 500 steps. A made-up word can only be
 copied or guessed from how words are spelt; syllables unlike English ones
-(consonant-vowel pairs, four questions in ten) still made the base confident
-in the wrong spellings: 3.9 nats per character on those words after 1,500
+(consonant-vowel pairs, half the questions) still made the base confident
+in the wrong spellings: 3.9 nats per character on the tasks' words after 1,500
 steps, and a failed check (trials of 2026-12-07; ``pretrained`` has the
 numbers). Numbers are four-digit integers that are not multiples of 100, or
 have one decimal: never one of the tasks' numbers as a word, though they share
