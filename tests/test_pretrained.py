@@ -4,12 +4,15 @@ import numpy as np
 import pytest
 
 from minilora.transformer import GPT, GPTConfig
+from minilora.work import pretrained
 from minilora.work.data import build_vocabulary, pretraining_text, random_batch, split_text
-from minilora.work.mixed_corpus import corpus_parts
+from minilora.work.mixed_corpus import CORPORA, corpus_parts
 from minilora.work.pretrained import (
+    BASE_CORPORA,
     PRETRAINED,
     SMALL,
     load_pretrained,
+    pretrain_command,
     resolve_model,
     text_loss,
 )
@@ -81,7 +84,7 @@ def mixed():
 def test_the_second_base_is_char_small_with_another_corpus(shipped, mixed):
     # issue 17's controlled comparison: one shape, one tokenizer, one recipe; the corpus differs
     (base, base_tokenizer, base_meta), (model, tokenizer, meta) = shipped, mixed
-    assert PRETRAINED == ("char-small", "char-small-mixed")
+    assert PRETRAINED[:2] == ("char-small", "char-small-mixed")
     assert model.config == base.config and tokenizer == base_tokenizer
     assert [p.shape for p in model.parameters()] == [p.shape for p in base.parameters()]
     recipe = {k: v for k, v in base_meta["train_config"].items() if k != "progress"}  # display only
@@ -111,10 +114,40 @@ def test_the_second_base_loads_by_name_everywhere(mixed, capsys):
 
 
 def test_unknown_pretrained_name_lists_the_available_ones():
-    with pytest.raises(ValueError, match="'char-small', 'char-small-mixed'"):
+    with pytest.raises(ValueError, match="'char-small', 'char-small-mixed', 'char-small-tasklang'"):
         load_pretrained("gpt-9")
     with pytest.raises(Exception, match="not a directory|not found"):
         resolve_model("/nonexistent/dir")
+
+
+def test_every_base_is_made_by_one_recipe_on_its_own_corpus(mixed):
+    # the second base's recorded command is what pretrain_command gives for it; the third
+    # differs only in its corpus
+    command = mixed[2]["command"]
+    out = command.split("--out ")[1].split()[0]
+    assert pretrain_command("char-small-mixed", out) == command
+    third = pretrain_command("char-small-tasklang", out)
+    assert third == command.replace("--corpus mixed", "--corpus tasklang")
+    assert BASE_CORPORA["char-small-tasklang"] in CORPORA
+    with pytest.raises(ValueError, match="'gpt-9'"):
+        pretrain_command("gpt-9", out)
+
+
+def test_a_base_not_made_yet_says_how_to_make_it(tmp_path, monkeypatch, capsys):
+    from minilora.cli import main
+
+    monkeypatch.setattr(pretrained, "PRETRAINED_DIR", tmp_path)  # as if its weights were absent
+    with pytest.raises(FileNotFoundError) as err:
+        load_pretrained("char-small-tasklang")
+    message = str(err.value)
+    assert "'char-small-tasklang' is missing" in message and "--corpus tasklang" in message
+    assert "--steps 3000 --eval-every 500" in message and str(tmp_path) in message
+    argv = ["generate", "--model", "char-small-tasklang", "--prompt", "Q: ", "--length", "5"]
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 1
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and "--model char-small-tasklang" in error, error
 
 
 def test_text_loss_is_the_mean_over_the_windows_that_tile_the_text():

@@ -12,7 +12,11 @@ from minilora.work import command as cmd
 from minilora.work.command import USAGE, CommandError, about
 
 MODEL_HELP = "a shipped model (char-small, char-small-mixed) or a checkpoint directory"
-CORPUS_HELP = "pydoc (char-small's) or mixed (char-small-mixed's: minilora.work.mixed_corpus)"
+CORPUS_HELP = (
+    "pydoc (char-small's), mixed (char-small-mixed's: minilora.work.mixed_corpus) or tasklang "
+    "(char-small-tasklang's: minilora.work.tasklang_corpus)"
+)
+CORPORA = ("pydoc", "mixed", "tasklang")  # minilora.work.mixed_corpus.CORPORA (tested equal)
 
 
 def add_parsers(sub) -> None:
@@ -44,9 +48,10 @@ def add_parsers(sub) -> None:
         help="pretrain a GPT on the bundled corpus or on your text files",
         description="Pretrain a character-level GPT on the English text of Python's "
         "documentation (pydoc_data.topics), or with --corpus mixed on that text plus as much "
-        "generated SQL and sentence text, or with --text on your own UTF-8 text files (the "
-        "tokenizer is then built from their characters plus printable ASCII; each file's last "
-        "10%% validates), and save it as a checkpoint directory.",
+        "generated SQL and sentence text, with --corpus tasklang on that text plus as much text "
+        "in the tasks' own formats about other things, or with --text on your own UTF-8 text "
+        "files (the tokenizer is then built from their characters plus printable ASCII; each "
+        "file's last 10%% validates), and save it as a checkpoint directory.",
     )
     p.add_argument(
         "--out",
@@ -69,7 +74,7 @@ def add_parsers(sub) -> None:
         help="steps between evaluations (0: at the end)",
     )
     source = p.add_mutually_exclusive_group()
-    source.add_argument("--corpus", choices=("pydoc", "mixed"), default="pydoc", help=CORPUS_HELP)
+    source.add_argument("--corpus", choices=CORPORA, default="pydoc", help=CORPUS_HELP)
     source.add_argument(
         "--text",
         nargs="+",

@@ -1,10 +1,11 @@
 """The manipulation check of the two-base test (footnote 6): does a base know the tasks' language?
 
 The premise test (``minilora.paper.bases``) compares FT and LoRA on a base that never saw the
-tasks' languages (``char-small``) and on one pretrained with text like theirs
-(``char-small-mixed``). It can only say something about the footnote if the second base does
-know the language better, by more than a trivial model would. This measures, for every base
-and task, on the 1,000 test questions that every run is scored on (no training):
+tasks' languages (``char-small``) and on bases pretrained with text like theirs
+(``char-small-mixed``, and ``char-small-tasklang`` in the tasks' own formats). It can only
+say something about the footnote if such a base does know the language better, by more than
+a trivial model would. This measures, for every base and task, on the 1,000 test questions
+that every run is scored on (no training):
 
 * the base's loss on the **answer tokens** given the prompt (nats per character; the tokens
   fine-tuning trains on, ``tasks.task_batch``), and on the whole example text;
@@ -59,11 +60,14 @@ def _model_loss(model, pairs, tokenizer, block_size: int, answers_only: bool) ->
 
 
 def check(base: str, task_name: str) -> dict:
-    """{answer / text: (base's loss, character-frequency loss)} and whether the base passes."""
-    from minilora.work.pretrained import load_pretrained
+    """{answer / text: (base's loss, character-frequency loss)} and whether the base passes.
+
+    ``base``: a shipped base's name or a checkpoint directory (a base pretrained elsewhere,
+    checked before it is shipped)."""
+    from minilora.work.pretrained import resolve_model
     from minilora.work.tasks import make_task
 
-    model, tokenizer, _ = load_pretrained(base)
+    model, tokenizer, _ = resolve_model(base)
     task = make_task(task_name, n_train=N_TRAIN, n_val=N_VAL, n_test=N_TEST, seed=0)
     test, train = list(task.test), list(task.train)
     v = model.config.vocab_size
@@ -106,8 +110,9 @@ def recorded() -> dict | None:
     return io.read_json(record_path()) if record_path().is_file() else None
 
 
-def table(record: dict) -> list[str]:
-    """The check as Markdown rows, one per base and task."""
+def table(record: dict, bases=(), tasks=()) -> list[str]:
+    """The check as Markdown rows, one per base and task: the record's, then a "not yet
+    measured" row for each pair of ``bases`` x ``tasks`` the record lacks."""
     lines = [
         "| base | task | answer tokens: base | answer tokens: character frequencies | "
         "whole text: base | whole text: character frequencies | passes |",
@@ -118,6 +123,11 @@ def table(record: dict) -> list[str]:
             f"| {c['base']} | {c['task']} | {c['answer'][0]:.2f} | {c['answer'][1]:.2f} | "
             f"{c['text'][0]:.2f} | {c['text'][1]:.2f} | {'yes' if c['passes'] else 'no'} |"
         )
+    measured = {(c["base"], c["task"]) for c in record["checks"]}
+    for base in bases:
+        for task in tasks:
+            if (base, task) not in measured:
+                lines.append(f"| {base} | {task} |" + " not yet measured |" * 5)
     return lines + [
         "",
         f"Measured on {record['date'][:10]} ({record['cpu']}, {record['device']}); "

@@ -8,7 +8,7 @@ Names (Hu et al. 2021, arXiv 2106.09685):
     table6   LoRA's rank r (7.2)                                        minilora.paper.tables
     counts   the paper's parameter counts beside the formulas (5.1)   minilora.paper.counts_table
     sweeps   the learning-rate sweeps and learning curves (protocol)  minilora.paper.sweeps
-    bases    FT and LoRA on two base models (footnote 6)              minilora.paper.bases
+    bases    FT and LoRA on three base models (footnote 6)            minilora.paper.bases
     converged  section 7 on the protocol's kept adapters              minilora.paper.converged
     figure2, table16  each method at several sizes; little data (F.2, F.3)  minilora.paper.sizes
     appendix_e  LoRA combined with PreEmbed and with PreLayer          minilora.paper.appendix_e

@@ -13,6 +13,10 @@ of one shape, pretrained by one recipe, that differ only in their corpus.
   3.12): 5,047 items, 2,244 English questions with their SQL queries (54% of
   the generated characters) and 2,803 premise/hypothesis pairs of short
   sentences (46%). Each part is split 90/10 into training and validation text.
+* ``"tasklang"``, char-small-tasklang's corpus (issue 28): that documentation
+  plus as many characters generated in the tasks' *own* formats, with their
+  label words and their kinds of example, on other tables, words and templates
+  (``minilora.work.tasklang_corpus``, which says why). Split the same way.
 
 What the generated text shares with the tasks is their *language*: SQL's
 keywords and syntax (SELECT, FROM, WHERE, AND, COUNT(*), MAX, MIN, AVG,
@@ -41,6 +45,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from minilora.work import tasklang_corpus
 from minilora.work.data import pretraining_text, split_text
 from minilora.work.mixed_words import (
     AGG_WORDS,
@@ -73,7 +78,7 @@ __all__ = [
     "sql_item",
 ]
 
-CORPORA = ("pydoc", "mixed")
+CORPORA = ("pydoc", "mixed", "tasklang")
 GENERATED_CHARS = 480_000
 GENERATED_SEED = 0
 SQL_SHARE = 0.45  # the chance that an item is a question with its query (longer than a pair)
@@ -192,6 +197,8 @@ def corpus_parts(name: str) -> dict[str, str]:
         return {"pydoc": pretraining_text()}
     if name == "mixed":
         return {"pydoc": pretraining_text(), "generated": generated_text()}
+    if name == "tasklang":
+        return {"pydoc": pretraining_text(), "generated": tasklang_corpus.generated_text()}
     raise ValueError(f"unknown corpus {name!r}; the corpora are {', '.join(CORPORA)}")
 
 
@@ -200,7 +207,7 @@ def corpus_splits(name: str, tokenizer, val_fraction: float = 0.1):
 
     Each part is split on its own (``split_text``: the first 90% trains, the
     last 10% validates) and the parts' train and validation ids are joined in
-    order. So the documentation's validation text is the same in both corpora,
+    order. So the documentation's validation text is the same in every corpus,
     and the "pydoc" corpus splits exactly as char-small was trained.
     """
     splits = [
@@ -214,6 +221,12 @@ def describe_corpus(name: str) -> str:
     if name == "pydoc":
         return "pydoc_data.topics"
     corpus_parts(name)  # validates the name
+    if name == "tasklang":
+        t = tasklang_corpus
+        return (
+            f"pydoc_data.topics + minilora.work.tasklang_corpus.generated_text("
+            f"{t.GENERATED_CHARS}, seed={t.GENERATED_SEED})"
+        )
     return (
         f"pydoc_data.topics + minilora.work.mixed_corpus.generated_text("
         f"{GENERATED_CHARS}, seed={GENERATED_SEED})"

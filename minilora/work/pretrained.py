@@ -1,6 +1,6 @@
 """The shipped base models: how they were made (``pretrain``) and loaded (``load_pretrained``).
 
-LoRA adapts a *pretrained* model. minilora ships two, of one shape (a
+LoRA adapts a *pretrained* model. minilora ships two (and names a third), of one shape (a
 character-level GPT: 4 layers, 4 heads, d_model 128, context 128, the same
 105-character tokenizer) and one recipe (``minilora pretrain --steps 3000
 --eval-every 500``, seed 0), so a learner can adapt a real (tiny) pretrained
@@ -16,6 +16,37 @@ time and the losses.
   comparison of the paper's premise: footnote 6 warns that a small r may not
   suffice for a task in a "different language" from pretraining, and
   char-small's tasks are exactly that case; on this base they are not.
+* "char-small-tasklang" (issue 28, not shipped yet: ``load_pretrained`` says
+  how to make it): that text plus as many characters of text in the tasks'
+  own formats and label words, about other tables and things (corpus
+  "tasklang", ``minilora.work.tasklang_corpus``). char-small-mixed failed the
+  manipulation check (``minilora.paper.manipulation``); this base is the one
+  meant to pass it. ``pretrain_command`` gives its command, the same recipe.
+
+Trials of the third base's corpus before it is made (2026-12-07, a shared
+2-core AMD EPYC CPU; ``manipulation.check`` on each checkpoint directory). The
+loss on the tasks' test answers, nats per character; a base passes at most
+half the character-frequency model's, 3.50 (sql) and 2.44 (nli):
+
+=============================================  =====  =========  =========
+corpus (``--corpus``)                          steps  sql        nli
+=============================================  =====  =========  =========
+mixed                                          500    2.22 no    3.37 no
+mixed: char-small-mixed (the committed check)  3000   2.81 no    4.13 no
+tasklang with its ten fixed tables only        500    1.59 yes   0.17 yes
+tasklang, half the SQL on consonant-vowel      500    1.50 yes   0.17 yes
+made-up words                                  1500   1.82 no    0.10 yes
+tasklang as it is                              1500   1.46 yes   0.10 yes
+tasklang as it is: ``pretrain_command``        3000   1.56 yes   0.10 yes
+=============================================  =====  =========  =========
+
+The last row is the recipe itself (1,369 s on that busy CPU; validation loss
+0.987 on its own corpus). Its sql loss rose from 1,500 to 3,000 steps (on the
+characters of the answers' words, which it never saw, from 3.0 to 3.2 nats).
+It writes the queries' structure but has not learnt to copy a word from the
+question: on a word the question holds its loss is about what it is on one
+the question does not hold (3.11 against 3.33 on the sql test answers, 2.24
+against 2.18 on its own corpus's made-up tables).
 
 Validation losses in nats per character (``corpus_losses`` and ``text_loss``,
 every window, no sampling; 2026-11-30, AMD EPYC, 2 cores, CPU, Python 3.11.7):
@@ -57,7 +88,14 @@ from minilora.work.text_files import PretrainingText
 from minilora.work.train import TrainConfig, train
 
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
-PRETRAINED = ("char-small", "char-small-mixed")
+# Every base by name and its corpus (minilora.work.mixed_corpus.CORPORA); one shape, one recipe
+BASE_CORPORA = {
+    "char-small": "pydoc",
+    "char-small-mixed": "mixed",
+    "char-small-tasklang": "tasklang",
+}
+PRETRAINED = tuple(BASE_CORPORA)
+RECIPE_ARGS = "--steps 3000 --eval-every 500"  # seed 0, the defaults' shape (SMALL)
 
 # The recipe of the shipped model (also `minilora pretrain`'s defaults).
 SMALL = GPTConfig(vocab_size=1, block_size=128, n_layer=4, n_head=4, d_model=128, dropout=0.0)
@@ -86,7 +124,8 @@ def pretrain(
     """Pretrain a GPT on a named corpus or on your text; write checkpoints under ``out_dir``.
 
     ``corpus`` is one of ``minilora.work.mixed_corpus.CORPORA``: "pydoc" (the
-    default, char-small's) or "mixed" (char-small-mixed's). ``text``, read from
+    default, char-small's), "mixed" (char-small-mixed's) or "tasklang"
+    (char-small-tasklang's). ``text``, read from
     your files by ``minilora.work.text_files.read_pretraining_text``, replaces it:
     its own tokenizer and splits. Returns (model, tokenizer, TrainResult).
     ``out_dir`` gets ``last/``, ``best/`` and, at the end, the final model itself
@@ -181,15 +220,27 @@ def corpus_losses(model, tokenizer) -> dict[str, float]:
     }
 
 
+def pretrain_command(name: str, out_dir) -> str:
+    """The command that makes base ``name`` into ``out_dir`` (its recipe, its corpus)."""
+    if name not in BASE_CORPORA:
+        raise ValueError(f"no pretrained model {name!r}; available: {list(PRETRAINED)}")
+    corpus = BASE_CORPORA[name]
+    return f"minilora pretrain --out {out_dir} {RECIPE_ARGS}" + (
+        f" --corpus {corpus}" if corpus != "pydoc" else ""
+    )
+
+
 def load_pretrained(name: str = "char-small", device: str | None = None):
     """The shipped base model: returns (model, tokenizer, meta)."""
     if name not in PRETRAINED:
         raise ValueError(f"no pretrained model {name!r}; available: {list(PRETRAINED)}")
     directory = PRETRAINED_DIR / name
     if not (directory / "model.safetensors").is_file():
+        made = f"/tmp/{name}"
         raise FileNotFoundError(
-            f"the pretrained model {name!r} is missing from {directory}; "
-            "reinstall minilora or make it with `minilora pretrain --out " + str(directory) + "`"
+            f"the pretrained model {name!r} is missing from {directory}; reinstall minilora, "
+            f"or make it with `{pretrain_command(name, made)}` and copy {made}/config.json "
+            f"and {made}/model.safetensors into {directory}/"
         )
     return load_model(directory, device=device)
 
