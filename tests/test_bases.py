@@ -109,14 +109,15 @@ def test_bases_is_a_reproduction_and_plans_its_runs(tmp_path, monkeypatch):
     assert f"{3 * 2 * 2 * len(protocol.GRID)} missing now" in text
 
 
-def test_with_the_committed_records_only_the_third_base_is_missing(tmp_path):
-    # the old bases' runs keep their keys: the plan finds every one of them recorded
+def test_with_the_committed_records_only_the_third_base_can_be_missing(tmp_path):
+    # the old bases' runs keep their keys: the plan finds every one of them recorded; what
+    # it lists is the third base's runs still to do, however many of them are recorded
     text = reproduce.plan(["bases"], "full", tmp_path)
     listed = [line for line in text.splitlines() if line.startswith("  bases: ")]
-    assert len(listed) == 2 * 2 * len(protocol.GRID)  # the third base's sweeps
-    assert all(line.count("base char-small-tasklang,") == 1 for line in listed)
+    assert all(line.count("base char-small-tasklang,") == 1 for line in listed), listed
+    assert len(listed) <= 2 * 2 * len(protocol.GRID)  # at most its four sweeps
     tasks = [line.split(" on ")[1].split(",")[0] for line in listed]
-    assert tasks == ["sql"] * (len(listed) // 2) + ["nli"] * (len(listed) // 2)
+    assert tasks == sorted(tasks, key=("sql", "nli").index)  # sql first, then nli
 
 
 def test_the_bases_with_weights_have_one_shape_and_one_tokenizer():
