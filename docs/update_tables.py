@@ -25,7 +25,7 @@ from minilora.work.files import write_atomic  # noqa: E402
 
 BLOCKS = (
     "sweeps", "table4", "table5", "table6", "bases", "converged", "figure2", "table16",
-    "appendix_e", "longer", "placement", "loraplus", "table1",
+    "appendix_e", "longer", "placement", "loraplus", "scale", "table1",
 )  # fmt: skip
 FIGURES = {  # written by reproduce -> name under docs/figures
     "sweep-sql.png": "protocol-sweep-sql.png", "sweep-nli.png": "protocol-sweep-nli.png",

@@ -114,7 +114,8 @@ def test_the_second_base_loads_by_name_everywhere(mixed, capsys):
 
 
 def test_unknown_pretrained_name_lists_the_available_ones():
-    with pytest.raises(ValueError, match="'char-small', 'char-small-mixed', 'char-small-tasklang'"):
+    names = "'char-small', 'char-small-mixed', 'char-small-tasklang', 'char-medium'"
+    with pytest.raises(ValueError, match=names):
         load_pretrained("gpt-9")
     with pytest.raises(Exception, match="not a directory|not found"):
         resolve_model("/nonexistent/dir")
@@ -122,13 +123,15 @@ def test_unknown_pretrained_name_lists_the_available_ones():
 
 def test_every_base_is_made_by_one_recipe_on_its_own_corpus(mixed):
     # the second base's recorded command is what pretrain_command gives for it; the third
-    # differs only in its corpus
+    # differs only in its corpus, the larger one (char-small's corpus) only in its width
     command = mixed[2]["command"]
     out = command.split("--out ")[1].split()[0]
     assert pretrain_command("char-small-mixed", out) == command
     third = pretrain_command("char-small-tasklang", out)
     assert third == command.replace("--corpus mixed", "--corpus tasklang")
     assert BASE_CORPORA["char-small-tasklang"] in CORPORA
+    larger = pretrain_command("char-medium", out)
+    assert larger == command.replace("--corpus mixed", "--d-model 256")
     with pytest.raises(ValueError, match="'gpt-9'"):
         pretrain_command("gpt-9", out)
 

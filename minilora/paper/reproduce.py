@@ -15,6 +15,7 @@ Names (Hu et al. 2021, arXiv 2106.09685):
     longer   LoRA r = 8 at 2x and 4x the steps, FT at 4x (the budget)   minilora.paper.longer
     placement  LoRA on every Linear, MLP included (the modern reading)  minilora.paper.placement
     loraplus   LoRA+: B at 4x and 16x A's rate (the modern reading)     minilora.paper.loraplus
+    scale    FT and LoRA on a base four times larger (the lead's trend)  minilora.paper.scale
     figure3, figure4, table7   section 7's analyses                   minilora.paper.section7
     all      every one of them
 
@@ -53,6 +54,7 @@ REPRODUCTIONS = {
     "longer": ("minilora.paper.longer", "longer"),
     "placement": ("minilora.paper.placement", "placement"),
     "loraplus": ("minilora.paper.loraplus", "loraplus"),
+    "scale": ("minilora.paper.scale", "scale"),
     "figure3": ("minilora.paper.section7", "REPRODUCTIONS"),
     "figure4": ("minilora.paper.section7", "REPRODUCTIONS"),
     "table7": ("minilora.paper.section7", "REPRODUCTIONS"),
@@ -129,8 +131,8 @@ def reproduce(
     # the reproductions that read records
     recorded = (
         "table4", "table5", "table6", "sweeps", "counts", "bases", "converged", "figure2",
-        "table16", "appendix_e", "longer", "placement", "loraplus", "table1", "figure3",
-        "figure4", "table7",
+        "table16", "appendix_e", "longer", "placement", "loraplus", "scale", "table1",
+        "figure3", "figure4", "table7",
     )  # fmt: skip
 
     def budget_of(name):  # the other reproductions know quick and full only
@@ -155,6 +157,7 @@ def plan(names, budget, cache_dir=None, model=None) -> str:
         loraplus,
         placement,
         protocol,
+        scale,
         sizes,
         tables,
     )
@@ -164,6 +167,7 @@ def plan(names, budget, cache_dir=None, model=None) -> str:
     run_lists["longer"] = longer.longer_runs
     run_lists["placement"] = placement.placement_runs
     run_lists["loraplus"] = loraplus.loraplus_runs
+    run_lists["scale"] = scale.scale_runs
     run_lists["converged"] = lambda b, records: (converged.converged_runs(b, records), [])
     base = user_base_of(names, budget, model)
     if base is not None:

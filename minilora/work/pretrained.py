@@ -1,11 +1,11 @@
 """The shipped base models: how they were made (``pretrain``) and loaded (``load_pretrained``).
 
-LoRA adapts a *pretrained* model. minilora ships two (and names a third), of one shape (a
+LoRA adapts a *pretrained* model. minilora ships three of one shape (a
 character-level GPT: 4 layers, 4 heads, d_model 128, context 128, the same
-105-character tokenizer) and one recipe (``minilora pretrain --steps 3000
---eval-every 500``, seed 0), so a learner can adapt a real (tiny) pretrained
-model seconds after installing. Each config.json records the command, the
-time and the losses.
+105-character tokenizer) and names a fourth twice as wide, all of one recipe
+(``minilora pretrain --steps 3000 --eval-every 500``, seed 0), so a learner can
+adapt a real (tiny) pretrained model seconds after installing. Each
+config.json records the command, the time and the losses.
 
 * "char-small": the English text of Python's own documentation
   (``pydoc_data.topics``, corpus "pydoc"). It has never seen SQL.
@@ -16,12 +16,15 @@ time and the losses.
   comparison of the paper's premise: footnote 6 warns that a small r may not
   suffice for a task in a "different language" from pretraining, and
   char-small's tasks are exactly that case; on this base they are not.
-* "char-small-tasklang" (issue 28, not shipped yet: ``load_pretrained`` says
-  how to make it): that text plus as many characters of text in the tasks'
+* "char-small-tasklang" (issue 28): that text plus as many characters of text in the tasks'
   own formats and label words, about other tables and things (corpus
   "tasklang", ``minilora.work.tasklang_corpus``). char-small-mixed failed the
   manipulation check (``minilora.paper.manipulation``); this base is the one
-  meant to pass it. ``pretrain_command`` gives its command, the same recipe.
+  meant to pass it, and does. ``pretrain_command`` gives its command, the same recipe.
+* "char-medium" (issue 28's larger base; ``load_pretrained`` says how to make it
+  until it is shipped): char-small's corpus and recipe at d_model 256 (3.2M
+  parameters, four times char-small's 0.8M): does FT's lead shrink as the base
+  grows (``minilora.paper.scale``)?
 
 Trials of the third base's corpus before it is made (2026-12-07, a shared
 2-core AMD EPYC CPU; ``manipulation.check`` on each checkpoint directory). The
@@ -93,7 +96,9 @@ BASE_CORPORA = {
     "char-small": "pydoc",
     "char-small-mixed": "mixed",
     "char-small-tasklang": "tasklang",
+    "char-medium": "pydoc",
 }
+BASE_SHAPES = {"char-medium": "--d-model 256"}  # the others have the defaults' shape (SMALL)
 PRETRAINED = tuple(BASE_CORPORA)
 RECIPE_ARGS = "--steps 3000 --eval-every 500"  # seed 0, the defaults' shape (SMALL)
 
@@ -224,10 +229,10 @@ def pretrain_command(name: str, out_dir) -> str:
     """The command that makes base ``name`` into ``out_dir`` (its recipe, its corpus)."""
     if name not in BASE_CORPORA:
         raise ValueError(f"no pretrained model {name!r}; available: {list(PRETRAINED)}")
-    corpus = BASE_CORPORA[name]
-    return f"minilora pretrain --out {out_dir} {RECIPE_ARGS}" + (
-        f" --corpus {corpus}" if corpus != "pydoc" else ""
-    )
+    corpus, shape = BASE_CORPORA[name], BASE_SHAPES.get(name)
+    parts = [f"minilora pretrain --out {out_dir}", RECIPE_ARGS]
+    parts += [f"--corpus {corpus}"] if corpus != "pydoc" else []
+    return " ".join(parts + ([shape] if shape else []))
 
 
 def load_pretrained(name: str = "char-small", device: str | None = None):
