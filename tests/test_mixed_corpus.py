@@ -5,12 +5,13 @@ Both sides are computed from the modules (``task_words``, ``tasks.make_task``,
 that broke the separation fails a test.
 """
 
+import functools
 import re
 
 import numpy as np
 import pytest
 
-from minilora.work import mixed_words, task_words
+from minilora.work import mixed_words, task_words, tasklang_corpus
 from minilora.work.data import CharTokenizer, build_vocabulary, pretraining_text, split_text
 from minilora.work.mixed_corpus import (
     CORPORA,
@@ -50,7 +51,7 @@ def task_content_words() -> set[str]:
 
 @pytest.fixture(scope="module")
 def text():
-    return generated_text()
+    return whole("mixed")
 
 
 @pytest.fixture(scope="module")
@@ -130,17 +131,30 @@ def test_the_task_prompt_formats_and_labels_never_occur(text, task_examples):
     assert not words(text) & set(NLI_LABELS)
 
 
-def test_text_uses_only_the_tokenizer_characters(text):
+GENERATORS = {"mixed": generated_text, "tasklang": tasklang_corpus.generated_text}
+
+
+@functools.cache
+def whole(corpus: str) -> str:
+    """The generated half of a corpus at its shipped length and seed."""
+    return GENERATORS[corpus]()
+
+
+@pytest.mark.parametrize("corpus", GENERATORS)
+def test_text_uses_only_the_tokenizer_characters(corpus):
+    text = whole(corpus)
     assert set(text) <= set(build_vocabulary())
     tokenizer = CharTokenizer(build_vocabulary())
     assert tokenizer.decode(tokenizer.encode(text)) == text
 
 
-def test_deterministic_for_a_seed_and_different_for_another(text):
-    assert generated_text(20_000, seed=3) == generated_text(20_000, seed=3)
-    assert generated_text(20_000, seed=3) != generated_text(20_000, seed=4)
-    assert text == generated_text() and text.startswith(generated_text(20_000))
-    assert GENERATED_CHARS <= len(text) < GENERATED_CHARS + 200
+@pytest.mark.parametrize("corpus", GENERATORS)
+def test_deterministic_for_a_seed_and_different_for_another(corpus):
+    generate, text = GENERATORS[corpus], whole(corpus)
+    assert generate(20_000, seed=3) == generate(20_000, seed=3)
+    assert generate(20_000, seed=3) != generate(20_000, seed=4)
+    assert text.startswith(generate(20_000))
+    assert GENERATED_CHARS <= len(text) < GENERATED_CHARS + 200  # as much text in both
 
 
 def test_text_holds_both_languages(text):

@@ -12,12 +12,11 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from test_mixed_corpus import NLI_PROMPT, SQL_PROMPT, pieces, task_content_words, words
+from test_mixed_corpus import NLI_PROMPT, SQL_PROMPT, pieces, task_content_words, whole, words
 
 from minilora.cli import models as cli_models
 from minilora.work import mixed_corpus, task_words, tasklang_words
 from minilora.work.data import CharTokenizer, build_vocabulary, split_text
-from minilora.work.tasklang_corpus import GENERATED_CHARS, generated_text
 from minilora.work.tasks import NLI_LABELS, make_task
 
 SQL_ITEM = re.compile(r"(Q: .+\nSQL: )(SELECT .+\n)")
@@ -26,7 +25,7 @@ NLI_ITEM = re.compile(r"(P: .+\nH: .+\nA: )(\w+\n)")
 
 @pytest.fixture(scope="module")
 def text():
-    return generated_text()
+    return whole("tasklang")  # its characters and determinism: tests/test_mixed_corpus.py
 
 
 @pytest.fixture(scope="module")
@@ -161,20 +160,6 @@ def test_every_query_reads_one_table_and_copies_its_values_from_the_question(ite
             made_up += 1
             assert all(made_up_word.fullmatch(w) for w in names | set(strings)), sql
     assert 0.75 < made_up / len(items["sql"]) < 0.85  # MADE_UP_SHARE of the questions
-
-
-def test_text_uses_only_the_tokenizer_characters(text):
-    assert set(text) <= set(build_vocabulary())
-    tokenizer = CharTokenizer(build_vocabulary())
-    assert tokenizer.decode(tokenizer.encode(text)) == text
-
-
-def test_deterministic_for_a_seed_and_different_for_another(text):
-    assert generated_text(20_000, seed=3) == generated_text(20_000, seed=3)
-    assert generated_text(20_000, seed=3) != generated_text(20_000, seed=4)
-    assert text == generated_text() and text.startswith(generated_text(20_000))
-    assert GENERATED_CHARS == mixed_corpus.GENERATED_CHARS  # as much as char-small-mixed's
-    assert GENERATED_CHARS <= len(text) < GENERATED_CHARS + 200
 
 
 def test_the_corpus_by_name(text):
