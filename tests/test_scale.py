@@ -33,9 +33,7 @@ def test_char_smalls_half_is_table_4s_runs_and_the_wider_base_gets_its_own_sweep
     assert {r.seed for r in waiting} <= set(b.seeds) - {protocol.SWEEP_SEED}
 
 
-def test_a_base_without_weights_has_no_runs_and_its_rows_say_how_to_make_it(
-    tmp_path, monkeypatch
-):
+def test_a_base_without_weights_has_no_runs_and_its_rows_say_how_to_make_it(tmp_path, monkeypatch):
     monkeypatch.setattr(scale, "made", lambda base: base != scale.WIDER)
     runs, waiting = scale.scale_runs(budgets.get_budget("full"))
     assert runs and not [r for r in runs + waiting if r.base == scale.WIDER]
