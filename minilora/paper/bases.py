@@ -37,7 +37,7 @@ import numpy as np
 from minilora.paper import protocol as P
 from minilora.paper.budgets import TASKS, get_budget, records_of
 from minilora.paper.experiments import Run
-from minilora.paper.report import difference, header, mean_sd, plot, write
+from minilora.paper.report import difference, header, interval, mean_sd, plot, write
 
 BASES = ("char-small", "char-small-mixed", "char-small-tasklang")
 RANK_BASES = BASES[:2]  # the bases of the rank table
@@ -88,9 +88,7 @@ def lead(ft: list, lora: list) -> str:
     standard errors are not a 95% rule)."""
     if len(ft) < 2 or len(lora) < 2:
         return "—"
-    diff, se, half = difference(ft, lora)
-    low, high = 100 * (diff - half), 100 * (diff + half)
-    return f"{100 * diff:+.1f} ± {100 * se:.1f} (95%: {low:+.1f} to {high:+.1f})"
+    return interval(*difference(ft, lora))
 
 
 def bases(budget, out_dir: Path, progress: bool = True) -> Path:

@@ -24,9 +24,10 @@ def mean_sd(scores) -> str:
     return f"{100 * np.mean(scores):.1f} ± {100 * np.std(scores, ddof=1):.1f} (n={len(scores)})"
 
 
-def se_of_difference(a, b) -> float:
-    """The standard error of mean(a) - mean(b) for independent seeds (a single seed adds 0)."""
-    return float(np.sqrt(sum(np.var(x, ddof=1) / len(x) for x in (a, b) if len(x) > 1)))
+def se_of_difference(*groups) -> float:
+    """The standard error of mean(a) - mean(b) (or of any sum of ± the groups' means) for
+    independent seeds (a single seed adds 0)."""
+    return float(np.sqrt(sum(np.var(x, ddof=1) / len(x) for x in groups if len(x) > 1)))
 
 
 # The 97.5% quantile of Student's t with df degrees of freedom (a two-sided 95% interval), from
@@ -50,9 +51,10 @@ def t975(df: float) -> float:
     return T975[low] + w * (T975[high] - T975[low])
 
 
-def welch_df(a, b) -> float:
-    """Welch-Satterthwaite degrees of freedom of mean(a) - mean(b) (a single seed adds 0)."""
-    parts = [(np.var(x, ddof=1) / len(x), len(x) - 1) for x in (a, b) if len(x) > 1]
+def welch_df(*groups) -> float:
+    """Welch-Satterthwaite degrees of freedom of mean(a) - mean(b) (or of any sum of ± the
+    groups' means; a single seed adds 0)."""
+    parts = [(np.var(x, ddof=1) / len(x), len(x) - 1) for x in groups if len(x) > 1]
     num = sum(v for v, _ in parts) ** 2
     den = sum(v * v / df for v, df in parts)
     return num / den if den > 0 else float(sum(df for _, df in parts))
@@ -63,6 +65,12 @@ def difference(a, b) -> tuple[float, float, float]:
     quantile at Welch's degrees of freedom times the standard error)."""
     se = se_of_difference(a, b)
     return float(np.mean(a) - np.mean(b)), se, t975(max(1.0, welch_df(a, b))) * se
+
+
+def interval(diff: float, se: float, half: float) -> str:
+    """A difference of scores in points: "+d ± se (95%: low to high)"."""
+    low, high = 100 * (diff - half), 100 * (diff + half)
+    return f"{100 * diff:+.1f} ± {100 * se:.1f} (95%: {low:+.1f} to {high:+.1f})"
 
 
 def paired_difference(a: dict, b: dict) -> tuple[float, float, int] | None:

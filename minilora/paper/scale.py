@@ -26,7 +26,7 @@ from minilora.paper import protocol as P
 from minilora.paper.bases import ROWS, in_main_table, lead
 from minilora.paper.budgets import TASKS, get_budget, records_of
 from minilora.paper.experiments import Run
-from minilora.paper.report import header, mean_sd, t975, write
+from minilora.paper.report import header, interval, mean_sd, se_of_difference, t975, welch_df, write
 from minilora.work.pretrained import PRETRAINED_DIR, pretrain_command
 
 SMALL, WIDER = "char-small", "char-medium"
@@ -67,12 +67,8 @@ def lead_change(small_ft, small_lora, wide_ft, wide_lora) -> str:
     if any(len(g) < 2 for g in groups):
         return "—"
     change = (groups[0].mean() - groups[1].mean()) - (groups[2].mean() - groups[3].mean())
-    v = [g.var(ddof=1) / len(g) for g in groups]
-    se = float(np.sqrt(sum(v)))
-    df = sum(v) ** 2 / sum(x**2 / (len(g) - 1) for x, g in zip(v, groups)) if se > 0 else 1.0
-    half = t975(max(1.0, df)) * se
-    low, high = 100 * (change - half), 100 * (change + half)
-    return f"{100 * change:+.1f} ± {100 * se:.1f} (95%: {low:+.1f} to {high:+.1f})"
+    se = se_of_difference(*groups)
+    return interval(change, se, t975(max(1.0, welch_df(*groups))) * se)
 
 
 def scale(budget, out_dir: Path, progress: bool = True) -> Path:
