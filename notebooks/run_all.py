@@ -8,9 +8,11 @@ prints each notebook's wall time and its kernel's CPU time (the CPU seconds of t
 process, which has one thread: what the notebook takes on a core of its own, whatever else the
 machine is doing). notebooks/README.md states the times measured so.
 Like ``minilora exercises execute notebooks/0*.ipynb``, except that the kernel gets one BLAS
-thread (``KERNEL_ENV``), as tests/test_notebooks.py gives it when it checks the committed
-outputs against a fresh run: OpenBLAS sums in another order on two threads, which changes a
-training run in its last bits. Needs the ``notebooks`` extra: ``pip install -e '.[notebooks]'``.
+thread and the AVX2 code of OpenBLAS and numpy (``notebook_tools.KERNEL_ENV``), as
+tests/test_notebooks.py gives it when it checks the committed outputs against a fresh run:
+OpenBLAS sums in another order on two threads, and both compute differently with AVX-512 code,
+which changes a training run in its last bits.
+Needs the ``notebooks`` extra: ``pip install -e '.[notebooks]'``.
 """
 
 from __future__ import annotations
@@ -25,10 +27,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # this checkout's minilora, installed or not
 
-from minilora.teach.notebook_tools import execute_notebook  # noqa: E402
+from minilora.teach.notebook_tools import KERNEL_ENV, execute_notebook  # noqa: E402
 
-# The kernel's environment (tests/test_notebooks.py uses the same): one thread, reproducible sums.
-KERNEL_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 # The figure the README's "Learn" section shows: notebook 4's loss curves, LoRA against full FT.
 README_FIGURE = ("04_finetune_and_merge.ipynb", 0, HERE / "figures" / "lora_vs_full_ft.png")
 

@@ -14,9 +14,10 @@ kernel happened to split one cell's stdout into pieces. It does not compare stde
 bars, and warnings that name the interpreter's paths) or the pixels of figures (they change
 with matplotlib's version). A cell whose output cannot be made deterministic carries the cell
 tag ``nondeterministic`` and a comment ``# nondeterministic: <why>``; the guard skips exactly
-those cells, and a test checks that each says why. The kernel runs with one BLAS thread
-(``KERNEL_ENV``), as ``notebooks/run_all.py`` does when it writes the committed outputs: OpenBLAS
-sums in another order on two threads, which changes training runs in their last bits.
+those cells, and a test checks that each says why. The kernel runs with one BLAS thread and
+the AVX2 code of OpenBLAS and numpy (``notebook_tools.KERNEL_ENV``), as ``notebooks/run_all.py``
+does when it writes the committed outputs: OpenBLAS sums in another order on two threads, and
+both compute differently with AVX-512 code, which changes training runs in their last bits.
 
 Needs the ``notebooks`` extra (nbclient, nbformat, ipykernel); skipped with the reason otherwise.
 Notebooks 4 and 5 train small adapters (minutes on one core: notebooks/README.md), hence ``slow``.
@@ -32,7 +33,13 @@ from pathlib import Path
 import pytest
 
 from minilora.teach.exercises import EXERCISES
-from minilora.teach.notebook_tools import BEGIN, END, execute_notebook, strip_notebook
+from minilora.teach.notebook_tools import (
+    BEGIN,
+    END,
+    KERNEL_ENV,
+    execute_notebook,
+    strip_notebook,
+)
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 NAMES = [
@@ -45,8 +52,6 @@ NAMES = [
 ]
 TRAINS = {"04_finetune_and_merge", "05_understanding_updates"}
 TIMEOUT = 600  # seconds per cell: generous, for a loaded CI machine
-# the kernel's environment, for outputs that repeat bit for bit (run_all.py uses the same)
-KERNEL_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 NONDETERMINISTIC = "nondeterministic"  # the cell tag that exempts a cell's outputs
 WHY = re.compile(r"^\s*# nondeterministic: \S", re.M)  # ... and the comment saying why
 # What legitimately varies between two runs of the same code, and what it becomes.

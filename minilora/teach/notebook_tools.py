@@ -19,6 +19,19 @@ import time
 from pathlib import Path
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
+# The kernel's environment when a notebook's outputs are written (notebooks/run_all.py) and
+# when they are checked (tests/test_notebooks.py): one BLAS thread, because OpenBLAS sums in
+# another order on two; and the AVX2 code of OpenBLAS and of numpy's element-wise loops on every
+# x86 CPU, because on an AVX-512 CPU both pick other code whose results differ in the last bits
+# (a merge's round trip, a softmax, a training run): outputs written on one machine kind would
+# not repeat on the other. (numpy 2.x names its AVX-512 targets so; other names only warn.)
+KERNEL_ENV = {
+    "OMP_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "OPENBLAS_CORETYPE": "Haswell",
+    "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",
+}
 STUB = "raise NotImplementedError()"
 
 
