@@ -136,6 +136,24 @@ def test_every_base_is_made_by_one_recipe_on_its_own_corpus(mixed):
         pretrain_command("gpt-9", out)
 
 
+def test_the_larger_base_is_char_small_twice_as_wide(shipped):
+    # issue 28's fifth experiment: char-small's corpus, recipe and tokenizer at d_model 256
+    (base, base_tokenizer, base_meta), (model, tokenizer, meta) = (
+        shipped,
+        load_pretrained("char-medium"),
+    )
+    assert model.config.d_model == 2 * base.config.d_model == 256
+    others = {k: v for k, v in vars(model.config).items() if k != "d_model"}
+    assert others == {k: v for k, v in vars(base.config).items() if k != "d_model"}
+    assert tokenizer == base_tokenizer
+    assert sum(p.size for p in model.parameters()) == 3_219_200  # four times 823,168, nearly
+    recipe = {k: v for k, v in base_meta["train_config"].items() if k != "progress"}
+    assert recipe == {k: meta["train_config"][k] for k in recipe}
+    out = meta["command"].split("--out ")[1].split()[0]
+    assert meta["command"] == pretrain_command("char-medium", out)
+    assert meta["corpus_name"] == "pydoc" and meta["steps"] == 3000
+
+
 def test_a_base_not_made_yet_says_how_to_make_it(tmp_path, monkeypatch, capsys):
     from minilora.cli import main
 

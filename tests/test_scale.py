@@ -75,3 +75,27 @@ def test_the_table_is_rebuilt_from_records_without_training(tmp_path, monkeypatc
     assert "+30.0 ± 7.1" in sql[0] and "+10.0 ± 7.1" in sql[1]
     assert "| sql | +20.0 ± 10.0 (95%: -7.8 to +47.8) |" in text
     assert "| nli | — |" in text  # no records on nli: no change to compute
+    assert "sweeps (seed 0" not in text  # this budget chooses no rate: no sweep lines
+
+
+def test_the_wider_bases_sweeps_are_listed_with_the_chosen_rate_in_bold(tmp_path, monkeypatch):
+    # FT's sweep on char-medium complete (best in the middle of the grid), LoRA's half run
+    monkeypatch.setattr(experiments, "RECORDS", tmp_path / "records")
+    monkeypatch.setattr(scale, "made", lambda base: True)
+    b = replace(TINY, sweep=True, compute=False)
+    cache = Cache(tmp_path / "out" / "cache")
+    val = {-2: 0.2, -1: 0.8, 0: 0.9, 1: 0.7, 2: 0.1}
+    for method, ks in (("ft", protocol.GRID), ("lora", protocol.GRID[:2])):
+        settings = dict(protocol.swept_settings(method))
+        for k in ks:
+            lr = protocol.rate(method, k)
+            run = protocol.protocol_run(b, method, "sql", settings, 0, lr, scale.WIDER)
+            record = {**TEMPLATE, "key": run.key(), "val_score": val[k], "best_step": 24}
+            cache.put(run, {**record, "run": {**TEMPLATE["run"], "lr": lr}})
+    lines = scale.scale(b, tmp_path / "out", progress=False).read_text().splitlines()
+    ft = next(x for x in lines if x.startswith("* sql, FT:"))
+    assert f"**{protocol.rate('ft', 0):g}: 90.0 / 24**" in ft and ft.count("**") == 2
+    assert "incomplete" not in ft and ft.count(";") == len(protocol.GRID) - 1
+    lora = next(x for x in lines if x.startswith("* sql, LoRA r = 8:"))
+    assert lora.endswith("(incomplete: 2 runs so far)") and "**" not in lora
+    assert "* nli, FT: not yet run" in lines

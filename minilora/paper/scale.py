@@ -27,6 +27,7 @@ from minilora.paper.bases import ROWS, in_main_table, lead
 from minilora.paper.budgets import TASKS, get_budget, records_of
 from minilora.paper.experiments import Run
 from minilora.paper.report import header, interval, mean_sd, se_of_difference, t975, welch_df, write
+from minilora.paper.variants import sweep_line
 from minilora.work.pretrained import PRETRAINED_DIR, pretrain_command
 
 SMALL, WIDER = "char-small", "char-medium"
@@ -113,6 +114,19 @@ def scale(budget, out_dir: Path, progress: bool = True) -> Path:
         lines.append(f"| {task} | {lead_change(*scores[SMALL, task], *scores[WIDER, task])} |")
     if not made(WIDER):
         lines += ["", f"{WIDER} is not pretrained here: `{pretrain_command(WIDER, '/tmp/w')}`."]
+        return write(out_dir / "scale.md", lines)
+    if not b.sweep:  # (the quick budget runs every method at its default rate)
+        return write(out_dir / "scale.md", lines)
+    lines += [
+        "",
+        f"{WIDER}'s sweeps (seed 0; validation score % / best step; **bold**: chosen):",
+        "",
+    ]
+    records = P.Records(out_dir / "cache")
+    for task in TASKS:
+        for method, _ in ROWS:
+            line = sweep_line(b, task, records, method=method, base=WIDER)
+            lines.append(f"* {task}, {'FT' if method == 'ft' else 'LoRA r = 8'}: {line}")
     return write(out_dir / "scale.md", lines)
 
 

@@ -55,10 +55,14 @@ def table4_rows(b, records: P.Records, tasks) -> dict:
     return rows
 
 
-def sweep_line(b, task: str, records: P.Records, settings: dict) -> str:
+def sweep_line(
+    b, task: str, records: P.Records, settings=None, method: str = "lora", base: str = P.BASE
+) -> str:
     """One sweep as text: each rate's validation score % / best step, the chosen rate in bold,
-    "(incomplete: k runs so far)" while the rate is not chosen."""
-    chosen, points = P.choose_rate(b, "lora", task, records, settings=settings)
+    "(incomplete: k runs so far)" while the rate is not chosen. ``settings``: the swept
+    configuration (default: the method's own, ``protocol.swept_settings``); ``base``: the
+    base model the sweep started from."""
+    chosen, points = P.choose_rate(b, method, task, records, base=base, settings=settings)
     cells = []
     for lr, rec in sorted(points.items()):
         if rec.get("val_score") is None:
@@ -66,7 +70,7 @@ def sweep_line(b, task: str, records: P.Records, settings: dict) -> str:
             continue
         cell = f"{lr:g}: {100 * rec['val_score']:.1f} / {rec['best_step']}"
         cells.append(f"**{cell}**" if lr == chosen else cell)
-    state = "" if chosen is not None else f" (incomplete: {len(points)} runs so far)"
+    state = "" if chosen is not None or not points else f" (incomplete: {len(points)} runs so far)"
     return ("; ".join(cells) or "not yet run") + state
 
 
