@@ -14,15 +14,19 @@ def test_each_ratio_sweeps_as_rate_on_its_own_grid_before_any_seed(tmp_path, mon
     monkeypatch.setattr(experiments, "RECORDS", tmp_path / "none")  # nothing recorded yet
     b = budgets.get_budget("full")
     runs, waiting = loraplus.loraplus_runs(b, protocol.Records(tmp_path))
-    assert sorted((dict(r.settings)["b_lr_ratio"], r.lr) for r in runs) == sorted(
-        (ratio, protocol.rate("lora", k)) for ratio in loraplus.RATIOS for k in protocol.GRID
+    assert loraplus.TASKS == ("sql", "nli")
+    assert sorted((r.task, dict(r.settings)["b_lr_ratio"], r.lr) for r in runs) == sorted(
+        (task, ratio, protocol.rate("lora", k))
+        for task in loraplus.TASKS
+        for ratio in loraplus.RATIOS
+        for k in protocol.GRID
     )
     for run in runs + waiting:
         s = dict(run.settings)
-        assert run.method == "lora" and run.task == "sql" and run.steps == b.steps
+        assert run.method == "lora" and run.task in loraplus.TASKS and run.steps == b.steps
         assert {k: s[k] for k in protocol.LORA_SWEPT} == protocol.LORA_SWEPT  # Table 4's LoRA
     assert {r.seed for r in runs} == {protocol.SWEEP_SEED}
-    assert len(waiting) == len(loraplus.RATIOS) * (len(b.seeds) - 1)
+    assert len(waiting) == len(loraplus.TASKS) * len(loraplus.RATIOS) * (len(b.seeds) - 1)
 
 
 def test_once_a_sweep_is_recorded_its_seeds_run_at_the_rate_it_chose(tmp_path, monkeypatch):
@@ -37,21 +41,23 @@ def test_once_a_sweep_is_recorded_its_seeds_run_at_the_rate_it_chose(tmp_path, m
         Cache(tmp_path).put(run, {"key": run.key(), "val_score": score, "val_loss": 1 - score})
     runs, waiting = loraplus.loraplus_runs(b, records)
     assert not waiting
-    cells = {(dict(r.settings)["b_lr_ratio"], r.seed): r.lr for r in runs}
-    for ratio, k in ((4, -1), (16, 1)):
-        assert {s: cells[(ratio, s)] for s in b.seeds} == dict.fromkeys(
-            b.seeds, protocol.rate("lora", k)
-        )
+    cells = {(r.task, dict(r.settings)["b_lr_ratio"], r.seed): r.lr for r in runs}
+    for task in loraplus.TASKS:
+        for ratio, k in ((4, -1), (16, 1)):
+            assert {s: cells[(task, ratio, s)] for s in b.seeds} == dict.fromkeys(
+                b.seeds, protocol.rate("lora", k)
+            )
 
 
 def test_the_table_reads_table4s_rows_and_marks_what_has_not_run(tmp_path, monkeypatch):
     monkeypatch.setattr(experiments, "execute", None)  # full-recorded trains nothing
     text = loraplus.loraplus("full-recorded", tmp_path, progress=False).read_text()
-    assert "| sql | FT (Table 4) | " in text and "(n=5) | — |" in text
-    assert "| sql | LoRA, one rate (Table 4) | " in text
-    for ratio in loraplus.RATIOS:
-        assert f"| sql | LoRA+, B at {ratio}x A's rate | " in text
-        assert f"* sql, B at {ratio}x: " in text
+    for task in ("sql", "nli"):
+        assert f"| {task} | FT (Table 4) | " in text and "(n=5) | — |" in text
+        assert f"| {task} | LoRA, one rate (Table 4) | " in text
+        for ratio in loraplus.RATIOS:
+            assert f"| {task} | LoRA+, B at {ratio}x A's rate | " in text
+            assert f"* {task}, B at {ratio}x: " in text
 
 
 def test_a_run_trains_with_its_ratio(monkeypatch):

@@ -5,7 +5,7 @@ The paper trains A and B at one rate (section 4.1, Eq. 3: B A is scaled by alpha
 Efficient Low Rank Adaptation of Large Models") show that with one rate the update is not
 learned efficiently at large width, and that B's rate should be a multiple of A's (about 16x
 in their experiments). ``minilora reproduce loraplus`` tests that at toy scale under the
-protocol (``minilora.paper.protocol``), on sql, the task with the larger gap:
+protocol (``minilora.paper.protocol``), on sql (the task with the larger gap) and then nli:
 
 * LoRA r = 8 on Wq, Wv, alpha 16 (Table 4's configuration) with ``b_lr_ratio`` 4 and 16:
   every lora_B trains at that multiple of the run's rate (``work.train.make_optimizer``);
@@ -25,7 +25,7 @@ from minilora.paper.experiments import Run
 from minilora.paper.report import header, mean_sd, write
 from minilora.paper.variants import own_sweep_runs, sweep_line, table4_rows
 
-TASKS = ("sql",)
+TASKS = ("sql", "nli")
 RATIOS = (4, 16)  # B's rate over A's (1: the paper's one rate)
 
 
