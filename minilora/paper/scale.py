@@ -114,8 +114,7 @@ def scale(budget, out_dir: Path, progress: bool = True) -> Path:
         lines.append(f"| {task} | {lead_change(*scores[SMALL, task], *scores[WIDER, task])} |")
     if not made(WIDER):
         lines += ["", f"{WIDER} is not pretrained here: `{pretrain_command(WIDER, '/tmp/w')}`."]
-        return write(out_dir / "scale.md", lines)
-    if not b.sweep:  # (the quick budget runs every method at its default rate)
+    if not made(WIDER) or not b.sweep:  # (the quick budget sweeps no rate)
         return write(out_dir / "scale.md", lines)
     lines += [
         "",
